@@ -28,7 +28,7 @@ _PUBLIC = {
     "TrainConfig": "train", "train": "train",
 }
 _SUBMODULES = {"schedules", "precond", "losses", "samplers", "ideal", "nets", "patching", "data",
-               "train", "checkpoint", "methods", "metrics", "viz"}
+               "train", "checkpoint", "methods", "metrics", "viz", "book"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 
