@@ -1,0 +1,265 @@
+"""Denoising losses: EDM's, and the VP (DDPM / ADM / Luhman) loss with weightings and the hybrid VLB.
+
+A loss is `loss_fn(model, x0, generator=None, **cond) -> [B]` per-sample losses (mean over pixels);
+the training loop averages them. Which model each loss takes:
+
+* `EDMLoss` takes the denoiser `EDMPrecond` (it only needs D(x, σ)).
+* `VPLoss` takes a `VPPrecond` (anything with `.predict(x_t, t, class_labels, extra)` and
+  `.prediction` / `.learn_sigma`): ε- and v-targets need the raw network output, not D.
+
+Weightings λ_t (`loss_weight`) are always defined in x0-space, as in Luhman & Luhman 2022:
+loss = mean λ_t·(x0 − x̂0)². Useful identities: ‖ε − ε̂‖² = SNR·‖x0 − x̂0‖² and
+‖v − v̂‖² = (SNR+1)·‖x0 − x̂0‖², so weighting 'snr' is the ε-loss and 'snr+1' the v-loss whatever
+the network predicts. The names 'none' / 'eps' mean "weight 1 in the network's own target space":
+`VPLoss` then computes the plain MSE against ε, x0 or v (Ho et al.'s L_simple for ε).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from pdlib.precond import prediction_target, x0_from_prediction, PREDICTIONS
+from pdlib.schedules import VPSchedule
+
+__all__ = [
+    "WEIGHTINGS", "loss_weight", "EDMLoss", "VPLoss", "uniform_t", "uniform_t_in_snr_interval",
+    "drop_labels", "normal_kl", "discretized_gaussian_log_likelihood", "vb_terms_bpd",
+]
+
+WEIGHTINGS = ("none", "eps", "sqrt_snr", "p2", "snr", "snr+1", "truncated_snr", "min_snr_<γ>", "edm")
+
+
+def _mean_flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).mean(dim=1)                 # (B,)
+
+
+def _device_of(generator: torch.Generator | None, default) -> torch.device:
+    return generator.device if generator is not None else torch.device(default)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weightings.
+
+def loss_weight(name: str, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x0-space weight λ_t(ᾱ) (Luhman & Luhman 2022, §3.3; Hang et al. 2023; Karras et al. 2022)."""
+    abar = alphas_cumprod
+    if not isinstance(abar, torch.Tensor):
+        abar = torch.as_tensor(abar, dtype=torch.float64)
+    if not abar.is_floating_point():
+        abar = abar.to(torch.float64)
+    snr = abar / (1 - abar)                                        # SNR = 1/σ²
+    if name in ("none", "eps"):
+        return torch.ones_like(abar)
+    if name == "sqrt_snr":
+        return snr.sqrt()
+    if name == "p2":                                               # Choi et al. 2022, k=1, γ=½
+        return snr * (1 - abar).sqrt()                             # = SNR/√(1+SNR)
+    if name == "snr":
+        return snr
+    if name == "snr+1":
+        return snr + 1
+    if name == "truncated_snr":
+        return snr.clamp(min=1.0)
+    m = re.fullmatch(r"min_snr_(\d*\.?\d+)", name) if isinstance(name, str) else None
+    if m:                                                          # min-SNR-γ: min(SNR, γ) in x0-space
+        gamma = float(m.group(1))
+        if gamma <= 0:
+            raise ValueError(f"name={name!r}: γ must be > 0")
+        return snr.clamp(max=gamma)
+    if name == "edm":                                              # (σ²+σd²)/(σ·σd)², σd = 0.5
+        return 1 / 0.5 ** 2 + snr                                  # = 1/σd² + 1/σ² (finite at σ = ∞)
+    raise ValueError(f"name={name!r} is invalid; allowed: {WEIGHTINGS} (e.g. 'min_snr_5')")
+
+
+# ----------------------------------------------------------------------------------------------
+# EDM.
+
+class EDMLoss:
+    """Karras et al. 2022, eq. 8 and Table 1: ln σ ~ N(P_mean, P_std²), λ(σ) = (σ²+σd²)/(σ·σd)²."""
+
+    def __init__(self,
+        P_mean: float = -1.2,           # mean of ln σ during training
+        P_std: float = 1.2,             # standard deviation of ln σ during training
+        sigma_data: float = 0.5,        # expected standard deviation of the training data
+    ):
+        if not P_std > 0:
+            raise ValueError(f"P_std={P_std!r} is invalid; allowed: a value > 0")
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data={sigma_data!r} is invalid; allowed: a value > 0")
+        self.P_mean, self.P_std, self.sigma_data = float(P_mean), float(P_std), float(sigma_data)
+
+    def sample_sigma(self, batch: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+        """σ = exp(P_mean + P_std·n), n ~ N(0, 1); float32 [B]."""
+        n = torch.randn(batch, generator=generator, device=_device_of(generator, device))
+        return (n * self.P_std + self.P_mean).exp().to(device)
+
+    def __call__(self, denoiser, x0: torch.Tensor, generator: torch.Generator | None = None,
+                 **cond) -> torch.Tensor:
+        """λ(σ)·mean‖D(x0 + σε, σ) − x0‖² per sample (EDM sums over pixels; we average: a constant factor)."""
+        B = x0.shape[0]
+        sigma = self.sample_sigma(B, generator, x0.device)                       # (B,)
+        s = sigma.reshape(-1, *[1] * (x0.ndim - 1))
+        weight = (s ** 2 + self.sigma_data ** 2) / (s * self.sigma_data) ** 2
+        eps = torch.randn(x0.shape, generator=generator, device=_device_of(generator, x0.device),
+                          dtype=x0.dtype).to(x0.device)
+        D = denoiser(x0 + s * eps, sigma, **cond)                                 # (B, C, H, W)
+        return _mean_flat(weight * (D - x0) ** 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Timestep samplers: callable(B, generator) -> int64 [B] step indices of the schedule.
+
+def uniform_t(T: int):
+    """t ~ U{0, …, T−1} (Ho et al. 2020, Algorithm 1)."""
+    if not isinstance(T, int) or T < 1:
+        raise ValueError(f"T={T!r} is invalid; allowed: an integer >= 1")
+
+    def sample(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randint(0, T, (batch,), generator=generator, device=_device_of(generator, "cpu"))
+    return sample
+
+
+def uniform_t_in_snr_interval(schedule: VPSchedule, snr_hi: float, snr_lo: float):
+    """t uniform over the steps with snr_hi > SNR_t >= snr_lo (Luhman & Luhman's `uniform_split_k`)."""
+    if not snr_hi > snr_lo or snr_lo < 0:
+        raise ValueError(f"(snr_hi, snr_lo)=({snr_hi!r}, {snr_lo!r}) is invalid; allowed: "
+                         f"snr_hi > snr_lo >= 0 (snr_hi may be inf)")
+    snr = schedule.snr
+    allowed = ((snr < snr_hi) & (snr >= snr_lo)).nonzero().reshape(-1)    # (K,) step indices
+    if allowed.numel() == 0:
+        raise ValueError(f"no step has {snr_hi} > SNR >= {snr_lo} (SNR ranges over "
+                         f"[{snr.min().item():.4g}, {snr.max().item():.4g}]); allowed: an interval "
+                         f"that contains at least one step")
+
+    def sample(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        dev = _device_of(generator, "cpu")
+        k = torch.randint(0, allowed.numel(), (batch,), generator=generator, device=dev)
+        return allowed.to(dev)[k]
+    sample.allowed = allowed
+    return sample
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifier-free guidance: label dropout (Ho & Salimans 2022).
+
+def drop_labels(labels: torch.Tensor, p: float, null_label: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by `null_label` with probability p (independently); returns a new tensor."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p={p!r} is invalid; allowed: 0 <= p <= 1")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"labels has dtype {labels.dtype}; allowed: integer labels")
+    u = torch.rand(labels.shape, generator=generator, device=_device_of(generator, labels.device))
+    return torch.where(u.to(labels.device) < p, torch.full_like(labels, null_label), labels)
+
+
+# ----------------------------------------------------------------------------------------------
+# Variational bound terms (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, §3.1), in bits per dim.
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """KL(N(μ1, e^{logvar1}) ‖ N(μ2, e^{logvar2})) elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + (logvar1 - logvar2).exp()
+                  + (mean1 - mean2) ** 2 * (-logvar2).exp())
+
+
+def _log_sub_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(e^a − e^b) for a >= b, without cancellation."""
+    return a + torch.log1p(-torch.exp(b - a).clamp(max=1 - 1e-15))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                        bins: int = 256) -> torch.Tensor:
+    """log P(x) of data in [−1, 1] on `bins` levels under N(mean, e^{2·log_scale}); edge bins open (Ho et al. 2020, eq. 13)."""
+    half = 1.0 / (bins - 1)                                        # half a bin width, 2/(bins−1)/2
+    inv_s = (-log_scale).exp()
+    upper = (x - mean + half) * inv_s                              # standardized bin edges
+    lower = (x - mean - half) * inv_s
+    log_ndtr = torch.special.log_ndtr
+    # log(Φ(upper) − Φ(lower)), on the tail where it does not cancel
+    inner = torch.where(lower > 0, _log_sub_exp(log_ndtr(-lower), log_ndtr(-upper)),
+                        _log_sub_exp(log_ndtr(upper), log_ndtr(lower)))
+    edge = 1 - half
+    return torch.where(x < -edge, log_ndtr(upper), torch.where(x > edge, log_ndtr(-lower), inner))
+
+
+def vb_terms_bpd(schedule: VPSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 x0_hat: torch.Tensor, var_values: torch.Tensor) -> torch.Tensor:
+    """L_t (bits/dim, [B]): KL(q(x_{t−1}|x_t,x0) ‖ p(x_{t−1}|x_t)) for t > 0, −log p(x0|x1) for t = 0."""
+    sh = (-1, *[1] * (x0.ndim - 1))
+    abar = schedule.alphas_cumprod.to(x0.device)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    betas = schedule.betas.to(x0.device)
+    post_var = betas * (1 - abar_prev) / (1 - abar)                # β̃_t
+    post_logvar = torch.cat([post_var[1:2], post_var[1:]]).log()   # clipped at t = 0 (β̃_0 = 0)
+    c0 = betas * abar_prev.sqrt() / (1 - abar)                     # posterior mean coefficient on x0
+    ct = (1 - betas).sqrt() * (1 - abar_prev) / (1 - abar)         # … and on x_t
+
+    def g(v):
+        return v[t].reshape(sh).to(x0.dtype)
+    true_mean = g(c0) * x0 + g(ct) * x_t
+    model_mean = g(c0) * x0_hat + g(ct) * x_t
+    frac = (var_values + 1) / 2                                    # [−1, 1] → [0, 1]
+    model_logvar = frac * g(betas.log()) + (1 - frac) * g(post_logvar)
+    kl = _mean_flat(normal_kl(true_mean, g(post_logvar), model_mean, model_logvar)) / math.log(2.0)
+    nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar)) / math.log(2.0)
+    return torch.where(t.to(x0.device) == 0, nll, kl)
+
+
+# ----------------------------------------------------------------------------------------------
+# VP loss.
+
+class VPLoss:
+    """DDPM/ADM/Luhman loss: mean λ_t(x0 − x̂0)² (or native-target MSE for 'none'), + λ_vlb·T·L_t with learn_sigma."""
+
+    def __init__(self,
+        schedule: VPSchedule,           # the training schedule (T steps; t is drawn among them)
+        prediction: str = "eps",        # what the network predicts: 'eps', 'x0' or 'v'
+        weighting: str = "none",        # 'none'/'eps': plain MSE on the target; else x0-space λ_t
+        learn_sigma: bool = False,      # add the VLB term (hybrid loss, Nichol & Dhariwal 2021)
+        t_sampler=None,                 # callable(B, generator) -> int64 [B]; default U{0..T−1}
+        lambda_vlb: float = 1e-3,       # hybrid weight: L = L_simple + λ_vlb·T·L_t (= ADM's vb·T/1000)
+    ):
+        if not isinstance(schedule, VPSchedule):
+            raise ValueError(f"schedule={schedule!r} is invalid; allowed: a pdlib.schedules.VPSchedule")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={prediction!r} is invalid; allowed: {PREDICTIONS}")
+        loss_weight(weighting, torch.tensor([0.5]))                # validates the name
+        if not lambda_vlb >= 0:
+            raise ValueError(f"lambda_vlb={lambda_vlb!r} is invalid; allowed: a value >= 0")
+        self.schedule, self.prediction, self.weighting = schedule, prediction, weighting
+        self.learn_sigma, self.lambda_vlb = bool(learn_sigma), float(lambda_vlb)
+        self.t_sampler = t_sampler if t_sampler is not None else uniform_t(schedule.T)
+
+    def __call__(self, precond, x0: torch.Tensor, generator: torch.Generator | None = None,
+                 class_labels: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample loss [B] for a `VPPrecond` (its raw `.predict` output is used, not D)."""
+        if not hasattr(precond, "predict"):
+            raise ValueError(f"VPLoss needs a VPPrecond (with .predict); got {type(precond).__name__}")
+        for attr in ("prediction", "learn_sigma"):
+            if hasattr(precond, attr) and getattr(precond, attr) != getattr(self, attr):
+                raise ValueError(f"precond.{attr}={getattr(precond, attr)!r} but the loss has "
+                                 f"{attr}={getattr(self, attr)!r}; allowed: the same value")
+        B = x0.shape[0]
+        t = self.t_sampler(B, generator).to(x0.device)                           # (B,) step index
+        sh = (-1, *[1] * (x0.ndim - 1))
+        abar = self.schedule.alphas_cumprod.to(x0.device)[t].reshape(sh).to(x0.dtype)
+        eps = torch.randn(x0.shape, generator=generator, device=_device_of(generator, x0.device),
+                          dtype=x0.dtype).to(x0.device)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps                          # (B, C, H, W)
+        t_orig = self.schedule.timesteps.to(x0.device)[t]
+        pred, values = precond.predict(x_t, t_orig, class_labels, extra)
+        pred = pred.to(x0.dtype)
+        if self.weighting in ("none", "eps"):
+            loss = _mean_flat((prediction_target(x0, eps, abar, self.prediction) - pred) ** 2)
+        else:
+            x0_hat = x0_from_prediction(pred, x_t, abar, self.prediction)
+            lam = loss_weight(self.weighting, abar.reshape(-1)).reshape(sh)
+            loss = _mean_flat(lam * (x0 - x0_hat) ** 2)
+        if self.learn_sigma:
+            x0_hat = x0_from_prediction(pred.detach(), x_t, abar, self.prediction)  # mean: no gradient
+            vb = vb_terms_bpd(self.schedule, x0, x_t, t, x0_hat, values.to(x0.dtype))
+            loss = loss + self.lambda_vlb * self.schedule.T * vb
+        return loss

@@ -1,0 +1,384 @@
+"""Samplers in σ-space and denoiser wrappers (guidance, thresholding, SNR splitting, NFE counting).
+
+Every sampler has the signature `(denoiser, x, sigmas, *, cond=None, generator=None,
+callback=None, ...) -> x` (as in k-diffusion): `x` is the starting state at noise level sigmas[0],
+`sigmas` a descending 1-D grid (normally ending in 0, see `pdlib.schedules.edm_sigmas` and
+`sampling_sigmas`), `cond` a dict passed to the denoiser as keyword arguments. The sampler works
+in float64, calls `denoiser(x, sigma, **cond)` with x float64 [B, ...] and sigma float64 [B], and
+returns the result in the dtype of the input `x`. `callback(dict(i, x, sigma, sigma_next,
+denoised))` is called after each step, with `x` the new state at `sigma_next`.
+
+Starting states (`prior_sample`): an EDM model starts from x = σ0·ε; a VP model from
+x = √(1+σ0²)·ε, which is the VP prior x_T ~ N(0, I) written in σ-space (x = x_T/√ᾱ_T).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = [
+    "edm_sample", "euler_sample", "ddim_sample", "ddpm_sample", "prior_sample",
+    "CFGDenoiser", "DynamicThreshold", "ClipDenoiser", "NFECounter", "SNRSplitDenoiser",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared helpers.
+
+def _check_sigmas(sigmas) -> torch.Tensor:
+    s = torch.as_tensor(sigmas, dtype=torch.float64).detach().to(device="cpu")
+    if s.ndim != 1 or s.numel() < 2:
+        raise ValueError(f"sigmas has shape {tuple(s.shape)}; allowed: a 1-D grid of >= 2 levels "
+                         f"(e.g. edm_sigmas(n))")
+    if bool(s.isnan().any()) or bool(s.isinf().any()) or bool((s < 0).any()):
+        raise ValueError(f"sigmas={s.tolist()[:6]}... is invalid; allowed: finite values >= 0")
+    if bool((s[1:] >= s[:-1]).any()):
+        raise ValueError(f"sigmas={s.tolist()[:6]}... is invalid; allowed: strictly decreasing")
+    return s
+
+
+def _check_x(x) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise ValueError(f"x has shape {tuple(getattr(x, 'shape', ()))}; allowed: a float tensor "
+                         f"[B, C, ...] at noise level sigmas[0]")
+
+
+def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    dev = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+
+
+def _call(denoiser, x: torch.Tensor, sigma: float, cond: dict) -> torch.Tensor:
+    s = torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)  # (B,)
+    return denoiser(x, s, **cond).to(x.dtype)
+
+
+def _call_with_variance(denoiser, x: torch.Tensor, sigma: float, cond: dict):
+    s = torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
+    x0, v = denoiser.forward_with_variance(x, s, **cond)
+    return x0.to(x.dtype), v.to(x.dtype)
+
+
+def _report(callback, i, x, sigma, sigma_next, denoised) -> None:
+    if callback is not None:
+        callback(dict(i=i, x=x, sigma=float(sigma), sigma_next=float(sigma_next), denoised=denoised))
+
+
+# ----------------------------------------------------------------------------------------------
+# ODE / SDE samplers of Karras et al. 2022.
+
+def _churn_sample(denoiser, x, sigmas, heun, S_churn, S_min, S_max, S_noise, cond, generator, callback):
+    _check_x(x)
+    s = _check_sigmas(sigmas)
+    if not S_churn >= 0:
+        raise ValueError(f"S_churn={S_churn!r} is invalid; allowed: a value >= 0")
+    cond = {} if cond is None else dict(cond)
+    N = s.numel() - 1
+    x_next = x.to(torch.float64)
+    for i in range(N):
+        sigma, sigma_next = s[i].item(), s[i + 1].item()
+        x_cur = x_next
+        # Increase noise temporarily (Algorithm 2, lines 4–6).
+        gamma = min(S_churn / N, math.sqrt(2) - 1) if S_min <= sigma <= S_max else 0.0
+        sigma_hat = sigma + gamma * sigma
+        if gamma > 0:
+            x_hat = x_cur + math.sqrt(sigma_hat ** 2 - sigma ** 2) * S_noise * _noise(x_cur, generator)
+        else:
+            x_hat = x_cur
+        # Euler step (lines 7–8).
+        denoised = _call(denoiser, x_hat, sigma_hat, cond)
+        d_cur = (x_hat - denoised) / sigma_hat
+        x_next = x_hat + (sigma_next - sigma_hat) * d_cur
+        # Second-order correction on every step but the last (lines 9–11).
+        if heun and i < N - 1:
+            d_prime = (x_next - _call(denoiser, x_next, sigma_next, cond)) / sigma_next
+            x_next = x_hat + (sigma_next - sigma_hat) * (0.5 * d_cur + 0.5 * d_prime)
+        _report(callback, i, x_next, sigma, sigma_next, denoised)
+    return x_next.to(x.dtype)
+
+
+@torch.no_grad()
+def edm_sample(denoiser, x: torch.Tensor, sigmas, *, S_churn: float = 0.0, S_min: float = 0.0,
+               S_max: float = float("inf"), S_noise: float = 1.0, cond: dict | None = None,
+               generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Karras et al. 2022, Algorithm 2: Heun (2nd order) with churn; NFE = 2N − 1 for N steps; x = σ0·ε."""
+    return _churn_sample(denoiser, x, sigmas, True, S_churn, S_min, S_max, S_noise, cond,
+                         generator, callback)
+
+
+@torch.no_grad()
+def euler_sample(denoiser, x: torch.Tensor, sigmas, *, S_churn: float = 0.0, S_min: float = 0.0,
+                 S_max: float = float("inf"), S_noise: float = 1.0, cond: dict | None = None,
+                 generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Karras et al. 2022, Algorithm 2 without the Heun correction: Euler on dx/dσ = (x − D)/σ; NFE = N."""
+    return _churn_sample(denoiser, x, sigmas, False, S_churn, S_min, S_max, S_noise, cond,
+                         generator, callback)
+
+
+# ----------------------------------------------------------------------------------------------
+# DDIM and DDPM, written in σ-space (ᾱ = 1/(1+σ²)), so any descending grid works (respaced too).
+
+@torch.no_grad()
+def ddim_sample(denoiser, x: torch.Tensor, sigmas, *, eta: float = 0.0, cond: dict | None = None,
+                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Song et al. 2021, eq. 12 in σ-space: x' = x̂0 + √(σ'² − σ_up²)·ε̂ + σ_up·z, σ_up = η·σ'√(1 − σ'²/σ²).
+
+    η = 0 is deterministic (and equals Euler in σ); η = 1 is the DDPM posterior (ancestral sampling).
+    """
+    _check_x(x)
+    s = _check_sigmas(sigmas)
+    if not eta >= 0:
+        raise ValueError(f"eta={eta!r} is invalid; allowed: a value >= 0")
+    cond = {} if cond is None else dict(cond)
+    x_cur = x.to(torch.float64)
+    for i in range(s.numel() - 1):
+        sigma, sigma_next = s[i].item(), s[i + 1].item()
+        denoised = _call(denoiser, x_cur, sigma, cond)
+        eps = (x_cur - denoised) / sigma                                  # ε̂
+        sigma_up = min(sigma_next, eta * sigma_next * math.sqrt(max(0.0, 1 - (sigma_next / sigma) ** 2)))
+        sigma_down = math.sqrt(max(0.0, sigma_next ** 2 - sigma_up ** 2))
+        x_cur = denoised + sigma_down * eps
+        if sigma_up > 0:
+            x_cur = x_cur + sigma_up * _noise(x_cur, generator)
+        _report(callback, i, x_cur, sigma, sigma_next, denoised)
+    return x_cur.to(x.dtype)
+
+
+@torch.no_grad()
+def ddpm_sample(denoiser, x: torch.Tensor, sigmas, *, variance: str = "auto",
+                cond: dict | None = None, generator: torch.Generator | None = None,
+                callback=None) -> torch.Tensor:
+    """Ho et al. 2020, Algorithm 2 with the posterior q(x_{t−1}|x_t, x̂0) between consecutive σ's; last step returns the mean.
+
+    variance: 'posterior' β̃ (default), 'prior' β, 'learned' (Nichol & Dhariwal 2021, eq. 15:
+    log Σ = v·log β + (1−v)·log β̃ from `denoiser.forward_with_variance`), or 'auto' (learned when the
+    denoiser has `learn_sigma` true and `forward_with_variance`, else posterior). Start from
+    x = √(1+σ0²)·ε (`prior_sample(..., vp=True)`).
+    """
+    _check_x(x)
+    s = _check_sigmas(sigmas)
+    allowed = ("auto", "posterior", "prior", "learned")
+    if variance not in allowed:
+        raise ValueError(f"variance={variance!r} is invalid; allowed: {allowed}")
+    learned = getattr(denoiser, "learn_sigma", False) and hasattr(denoiser, "forward_with_variance")
+    if variance == "learned" and not learned:
+        raise ValueError("variance='learned' needs a denoiser with learn_sigma=True and "
+                         "forward_with_variance (e.g. VPPrecond(..., learn_sigma=True))")
+    if variance == "auto":
+        variance = "learned" if learned else "posterior"
+    cond = {} if cond is None else dict(cond)
+    x_cur = x.to(torch.float64)
+    for i in range(s.numel() - 1):
+        sigma, sigma_next = s[i].item(), s[i + 1].item()
+        if variance == "learned":
+            denoised, v = _call_with_variance(denoiser, x_cur, sigma, cond)
+        else:
+            denoised, v = _call(denoiser, x_cur, sigma, cond), None
+        # Posterior mean in σ-space: x̂0 + (σ'²/σ²)(x − x̂0) (= Ho et al. eq. 7 divided by √ᾱ').
+        c = (sigma_next / sigma) ** 2
+        mean = denoised + c * (x_cur - denoised)
+        if sigma_next > 0:
+            abar, abar_next = 1 / (1 + sigma ** 2), 1 / (1 + sigma_next ** 2)
+            beta = 1 - abar / abar_next                                 # β of this (respaced) step
+            beta_tilde = beta * (1 - abar_next) / (1 - abar)            # β̃
+            if variance == "posterior":
+                var_vp = torch.full_like(x_cur, beta_tilde)
+            elif variance == "prior":
+                var_vp = torch.full_like(x_cur, beta)
+            else:
+                var_vp = torch.exp(v * math.log(beta) + (1 - v) * math.log(beta_tilde))
+            # A VP variance Σ becomes Σ/ᾱ' in σ-space (x = x_t/√ᾱ').
+            x_cur = mean + (var_vp / abar_next).sqrt() * _noise(x_cur, generator)
+        else:
+            x_cur = mean
+        _report(callback, i, x_cur, sigma, sigma_next, denoised)
+    return x_cur.to(x.dtype)
+
+
+def prior_sample(shape, sigmas, generator: torch.Generator | None = None, vp: bool = True,
+                 device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Starting state at σ0 = sigmas[0]: √(1+σ0²)·ε for a VP model (x_T ~ N(0, I)), σ0·ε for EDM."""
+    s0 = float(_check_sigmas(sigmas)[0])
+    dev = generator.device if generator is not None else torch.device(device or "cpu")
+    eps = torch.randn(tuple(shape), generator=generator, device=dev, dtype=dtype)
+    scale = math.sqrt(1 + s0 ** 2) if vp else s0
+    return (eps * scale).to(device or dev)
+
+
+# ----------------------------------------------------------------------------------------------
+# Denoiser wrappers: each is again a denoiser D(x, σ, **cond).
+
+def _inner_learn_sigma(denoiser) -> bool:
+    return bool(getattr(denoiser, "learn_sigma", False)) and hasattr(denoiser, "forward_with_variance")
+
+
+class CFGDenoiser(nn.Module):
+    """Classifier-free guidance (Ho & Salimans 2022): D̃ = D_u + w·(D_c − D_u), both in one batched call.
+
+    Guidance on x̂0 equals guidance on ε̂ at the same (x, σ): ε̂ = (x − D)/σ is affine in D, so
+    ε̃ = ε_u + w(ε_c − ε_u) gives x − σε̃ = D_u + w(D_c − D_u). w = 1: conditional; w = 0: unconditional.
+    """
+
+    def __init__(self,
+        denoiser,                       # D(x, σ, class_labels=..., **cond)
+        scale: float,                   # guidance scale w
+        null_label: int,                # the label that means "no class" (num_classes)
+    ):
+        super().__init__()
+        self.denoiser, self.scale, self.null_label = denoiser, float(scale), int(null_label)
+
+    @property
+    def learn_sigma(self) -> bool:
+        return _inner_learn_sigma(self.denoiser)
+
+    def _doubled(self, x, sigma, class_labels, cond):
+        """The batch twice: [conditional; unconditional], every per-sample tensor duplicated."""
+        if class_labels is None:
+            raise ValueError("CFGDenoiser needs class_labels; allowed: an int64 tensor [B]")
+        B = x.shape[0]
+        s = sigma if isinstance(sigma, torch.Tensor) else torch.as_tensor(sigma, dtype=x.dtype)
+        s = s.to(x.device).reshape(-1)
+        if s.numel() not in (1, B):
+            raise ValueError(f"sigma has {s.numel()} entries; allowed: a scalar or one per sample ({B})")
+        s = s.expand(B)
+        labels = torch.cat([class_labels, torch.full_like(class_labels, self.null_label)])
+        twice = lambda v: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == B else v
+        return torch.cat([x, x]), torch.cat([s, s]), labels, {k: twice(v) for k, v in cond.items()}
+
+    def forward(self, x, sigma, class_labels=None, **cond):
+        x2, s2, l2, c2 = self._doubled(x, sigma, class_labels, cond)
+        D_c, D_u = self.denoiser(x2, s2, class_labels=l2, **c2).chunk(2)
+        return D_u + self.scale * (D_c - D_u)
+
+    def forward_with_variance(self, x, sigma, class_labels=None, **cond):
+        """Guided x̂0, and the conditional half's variance values (as GLIDE/Luhman do)."""
+        x2, s2, l2, c2 = self._doubled(x, sigma, class_labels, cond)
+        x0, v = self.denoiser.forward_with_variance(x2, s2, class_labels=l2, **c2)
+        D_c, D_u = x0.chunk(2)
+        return D_u + self.scale * (D_c - D_u), v.chunk(2)[0]
+
+
+class DynamicThreshold(nn.Module):
+    """Saharia et al. 2022 (Imagen), dynamic thresholding: s = max(1, quantile_p |x̂0|) per sample, x̂0 ← clip(x̂0, ±s)/s."""
+
+    def __init__(self,
+        denoiser,                       # D(x, σ, **cond)
+        quantile: float = 0.995,        # percentile p of |x̂0| that sets the threshold s
+    ):
+        super().__init__()
+        if not 0.0 < quantile <= 1.0:
+            raise ValueError(f"quantile={quantile!r} is invalid; allowed: 0 < quantile <= 1")
+        self.denoiser, self.quantile = denoiser, float(quantile)
+
+    @property
+    def learn_sigma(self) -> bool:
+        return _inner_learn_sigma(self.denoiser)
+
+    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        s = torch.quantile(x0.detach().abs().reshape(x0.shape[0], -1).to(torch.float64), self.quantile, dim=1)
+        s = s.clamp(min=1.0).to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))    # (B, 1, 1, 1)
+        return torch.maximum(torch.minimum(x0, s), -s) / s
+
+    def forward(self, x, sigma, **cond):
+        return self.threshold(self.denoiser(x, sigma, **cond))
+
+    def forward_with_variance(self, x, sigma, **cond):
+        x0, v = self.denoiser.forward_with_variance(x, sigma, **cond)
+        return self.threshold(x0), v
+
+
+class ClipDenoiser(nn.Module):
+    """x̂0 clipped to [lo, hi] (Ho et al. 2020 / ADM `clip_denoised`)."""
+
+    def __init__(self,
+        denoiser,                       # D(x, σ, **cond)
+        lo: float = -1.0,               # lower bound of the data range
+        hi: float = 1.0,                # upper bound of the data range
+    ):
+        super().__init__()
+        if not lo < hi:
+            raise ValueError(f"(lo, hi)=({lo!r}, {hi!r}) is invalid; allowed: lo < hi")
+        self.denoiser, self.lo, self.hi = denoiser, float(lo), float(hi)
+
+    @property
+    def learn_sigma(self) -> bool:
+        return _inner_learn_sigma(self.denoiser)
+
+    def forward(self, x, sigma, **cond):
+        return self.denoiser(x, sigma, **cond).clamp(self.lo, self.hi)
+
+    def forward_with_variance(self, x, sigma, **cond):
+        x0, v = self.denoiser.forward_with_variance(x, sigma, **cond)
+        return x0.clamp(self.lo, self.hi), v
+
+
+class NFECounter(nn.Module):
+    """Counts network function evaluations: `.nfe` += 1 per (batched) call."""
+
+    def __init__(self, denoiser):
+        super().__init__()
+        self.denoiser, self.nfe = denoiser, 0
+
+    @property
+    def learn_sigma(self) -> bool:
+        return _inner_learn_sigma(self.denoiser)
+
+    def reset(self) -> None:
+        self.nfe = 0
+
+    def forward(self, x, sigma, **cond):
+        self.nfe += 1
+        return self.denoiser(x, sigma, **cond)
+
+    def forward_with_variance(self, x, sigma, **cond):
+        self.nfe += 1
+        return self.denoiser.forward_with_variance(x, sigma, **cond)
+
+
+class SNRSplitDenoiser(nn.Module):
+    """Luhman & Luhman's SNR splitting: model k serves boundary[k] > SNR ≥ boundary[k+1], boundaries [∞, s1, …, 0]."""
+
+    def __init__(self,
+        denoisers,                      # [D_0, …, D_K]: D_0 for the highest SNR (lowest noise)
+        snr_boundaries,                 # the K inner boundaries s1 > … > sK > 0 (SNR = 1/σ²)
+    ):
+        super().__init__()
+        b = [float(v) for v in snr_boundaries]
+        if len(denoisers) != len(b) + 1:
+            raise ValueError(f"{len(denoisers)} denoisers for {len(b)} boundaries; allowed: "
+                             f"len(denoisers) = len(snr_boundaries) + 1")
+        if any(v <= 0 for v in b) or any(b[k + 1] >= b[k] for k in range(len(b) - 1)):
+            raise ValueError(f"snr_boundaries={b} is invalid; allowed: strictly decreasing values > 0")
+        self.denoisers = nn.ModuleList([d if isinstance(d, nn.Module) else _Fn(d) for d in denoisers])
+        self.snr_boundaries = b
+
+    def index(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Which model serves each σ: the number of boundaries with SNR < boundary."""
+        snr = 1 / sigma.to(torch.float64) ** 2
+        k = torch.zeros_like(snr, dtype=torch.int64)
+        for v in self.snr_boundaries:
+            k += (snr < v).to(torch.int64)
+        return k
+
+    def forward(self, x, sigma, **cond):
+        s = torch.as_tensor(sigma, dtype=torch.float64).to(x.device).reshape(-1).expand(x.shape[0])
+        k = self.index(s)
+        out = torch.empty_like(x)
+        for j in k.unique().tolist():
+            m = k == j
+            sub = {n: (v[m] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == x.shape[0] else v)
+                   for n, v in cond.items()}
+            out[m] = self.denoisers[j](x[m], s[m], **sub).to(x.dtype)
+        return out
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
