@@ -1,0 +1,234 @@
+"""Shared helpers of the speed benchmarks: machine info, matmul rate, FLOP counts, timing, peak memory, JSON.
+
+Conventions: every number is measured in the same process and run as the ratios computed from it;
+timings are medians over repeats after warm-up; FLOPs are those `torch.utils.flop_counter` counts
+(matmuls, convolutions, attention; not normalisations or element-wise ops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:                                    # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+# The reference family of the issue: ~6.5M parameters, patched 16×16 grid at 64×64 with P = 4.
+# Same widths and depths as the diffusers peer (block_out_channels 64, 128, 128; 2 layers per block;
+# attention on the 8×8 level and in the middle).
+BENCH_UNET = dict(model_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
+                  attention_resolutions=(8,), head_channels=64)
+# The quick family: the same shape, narrow.
+QUICK_UNET = dict(model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
+                  attention_resolutions=(8,), head_channels=32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Machine.
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_info(device: torch.device) -> dict:
+    """Where the numbers come from: CPU, threads, torch build, GPU."""
+    info = dict(
+        python=platform.python_version(), torch=torch.__version__, platform=platform.platform(),
+        cpu=_cpu_model(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(), device=str(device),
+        load_average_1_5_15=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    )
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing and the matmul roofline.
+
+def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 5,
+            min_time: float = 0.0) -> dict:
+    """Median wall time of fn() over `repeats` calls (at least `min_time` seconds in all) after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return dict(median_s=statistics.median(times), min_s=min(times), repeats=len(times))
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024,
+                  repeats: int = 10) -> float:
+    """Achieved GFLOP/s of an n×n×n matmul (2n³ FLOPs), median of repeats: this machine's roofline."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    reps = max(1, int(4e9 // (2 * n ** 3)))                      # ~4 GFLOP per timed call
+    t = time_fn(lambda: [a @ b for _ in range(reps)], device, warmup=2, repeats=repeats)
+    return 2 * n ** 3 * reps / t["median_s"] / 1e9
+
+
+# ----------------------------------------------------------------------------------------------
+# FLOPs and memory.
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs that FlopCounterMode records while fn() runs (forward and backward if fn does both)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _status_kib(key: str) -> int | None:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA max_memory_allocated, or on Linux CPUs the peak RSS.
+
+    On CPU the kernel's high-water mark is reset on entry (`/proc/self/clear_refs` ← 5, Linux ≥ 4.0),
+    after returning freed heap pages to the OS (`malloc_trim`), so configurations measured one after
+    the other in one process do not see each other's peaks. `mb` is None where this is unavailable.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.mb = device, None
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._base = None
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with contextlib.suppress(OSError):
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._base = _status_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2 ** 20
+        elif self._base is not None:
+            hwm = _status_kib("VmHWM")
+            self.mb = None if hwm is None else (hwm - self._base) / 1024
+
+
+# ----------------------------------------------------------------------------------------------
+# The measured step.
+
+def autocast_ctx(device: torch.device, precision: str):
+    """'fp32' -> no autocast; 'bf16' / 'fp16' -> torch.autocast on the device."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def make_batch(shape: tuple[int, ...], device: torch.device, num_labels: bool = True, seed: int = 0):
+    """Random-but-fixed inputs, targets and noise labels of one step."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(shape, generator=g).to(device)
+    target = torch.randn(shape, generator=g).to(device)
+    t = (torch.rand(shape[0], generator=g) * 999).to(device)
+    return x, target, t
+
+
+def train_step_fn(forward: Callable, params, x, target, t, device, precision: str):
+    """One full training step: forward, MSE loss, backward, AdamW step. Returns a zero-argument closure."""
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+
+    def step():
+        with autocast_ctx(device, precision):
+            out = forward(x, t)
+        loss = F.mse_loss(out.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def forward_fn(forward: Callable, x, t, device, precision: str):
+    """One sampling network evaluation (forward only, no autograd)."""
+    def run():
+        with torch.inference_mode(), autocast_ctx(device, precision):
+            return forward(x, t)
+    return run
+
+
+def flops_per_image(forward: Callable, shape: tuple[int, ...], device: torch.device,
+                    backward: bool = True) -> float:
+    """FLOPs per image of forward (+ backward), counted on a batch of 2."""
+    x, target, t = make_batch((2,) + tuple(shape[1:]), device)
+
+    def run():
+        out = forward(x, t)
+        if backward:
+            F.mse_loss(out.float(), target).backward()
+    with torch.enable_grad() if backward else torch.inference_mode():
+        return count_flops(run) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Output.
+
+def parse_common(parser):
+    parser.add_argument("--quick", action="store_true", help="small configs, < 1 minute (a smoke check)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    return parser
+
+
+def warn_if_loaded() -> None:
+    """Timings are only meaningful on an idle machine: say so when the load exceeds the core count."""
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        print(f"warning: load average {os.getloadavg()[0]:.1f} > {os.cpu_count()} cores; timings will be "
+              f"noisy (the JSON records the load)", flush=True)
+
+
+def write_json(path: str | Path, payload: dict, device: torch.device) -> Path:
+    """Write payload with machine info and a UTC timestamp; creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = dict(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               machine=machine_info(device), **payload)
+    path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    return path
