@@ -1,0 +1,353 @@
+"""pdlib.train and pdlib.methods: config checks, the loop's files, loss, resume, EMA, lr, accumulation."""
+import json
+import math
+
+import pytest
+import torch
+
+from pdlib.checkpoint import LATEST, CheckpointError, load_checkpoint
+from pdlib.methods import METHODS, EDMMethod, build_method, load_method
+from pdlib.train import (BatchStream, TrainConfig, config_from_args, ema_beta, lr_at, main,
+                         micro_batch_size, total_steps, train)
+
+# A tiny run: sklearn digits at 8×8 (1617 training images), the 'tiny' U-Net, a few steps.
+TINY = dict(dataset="digits", preset="tiny", resolution=8, batch_size=16, log_every=1,
+            sample_every=0, sample_n=4, sample_steps=2, ckpt_every=0, warmup_steps=0, lr=2e-3)
+
+
+def tiny(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+def _equal_states(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _equal_optim(a: dict, b: dict) -> bool:
+    sa, sb = a["state"], b["state"]
+    return sa.keys() == sb.keys() and all(
+        sa[i].keys() == sb[i].keys() and all(torch.equal(sa[i][j], sb[i][j]) for j in sa[i])
+        for i in sa) and a["param_groups"] == b["param_groups"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Config validation.
+
+@pytest.mark.parametrize("field, value, match", [
+    ("method", "ddpm++", "method='ddpm\\+\\+'.*allowed"),
+    ("dataset", "cifar10", "dataset='cifar10'.*allowed"),
+    ("preset", "huge", "preset='huge'.*allowed"),
+    ("prediction", "score", "prediction='score'"),
+    ("weighting", "cubic", "weighting='cubic'"),
+    ("amp", "fp8", "amp='fp8'"),
+    ("batch_size", 0, "batch_size=0"),
+    ("lr", -1.0, "lr=-1.0"),
+    ("grad_clip", 0.0, "grad_clip=0.0"),
+    ("label_dropout", 1.5, "label_dropout=1.5"),
+    ("device", "gpu", "device='gpu'"),
+    ("steps", 2.5, "steps=2.5"),
+])
+def test_config_rejects_bad_values(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**{field: value})
+
+
+def test_config_rejects_inconsistent_values():
+    with pytest.raises(ValueError, match="batch_size=10.*multiple of grad_accum=4"):
+        tiny(batch_size=10, grad_accum=4)
+    with pytest.raises(ValueError, match="prediction='x0' does not apply to method='edm'"):
+        tiny(method="edm", prediction="x0")
+    with pytest.raises(ValueError, match="amp='fp16'.*CUDA"):
+        train(tiny(amp="fp16", device="cpu", out_dir=None, steps=1), progress=False)
+    with pytest.raises(ValueError, match="batch_size=2000 is larger than the data set"):
+        train(tiny(batch_size=2000, out_dir=None, steps=1), progress=False)
+
+
+def test_batch_must_divide_over_ranks_and_rounds():
+    cfg = tiny(batch_size=12, grad_accum=2)
+    assert micro_batch_size(cfg, 1) == 6 and micro_batch_size(cfg, 3) == 2
+    with pytest.raises(ValueError, match="batch_size=12 is not divisible by world_size·grad_accum = 4·2"):
+        micro_batch_size(cfg, 4)
+
+
+def test_kimg_sets_the_step_count():
+    assert total_steps(tiny(steps=7)) == 7
+    assert total_steps(tiny(kimg=0.1, batch_size=16)) == math.ceil(100 / 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules of the loop.
+
+def test_lr_warmup_is_linear_then_constant():
+    cfg = tiny(lr=1e-3, warmup_steps=4)
+    assert [lr_at(cfg, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert lr_at(tiny(lr=1e-3, warmup_steps=0), 0) == 1e-3
+
+
+def test_ema_half_life_in_images():
+    cfg = tiny(batch_size=64, ema_half_life_images=6400, ema_rampup=None)
+    beta = ema_beta(cfg, 10)
+    assert beta == pytest.approx(0.5 ** (64 / 6400), rel=1e-12)
+    assert beta ** (6400 / 64) == pytest.approx(0.5, rel=1e-12)   # weight halves every half-life
+    # EDM ramp-up: the half-life is at most ema_rampup × images seen (β = 0 at the first step).
+    ramp = tiny(batch_size=64, ema_half_life_images=6400, ema_rampup=0.5)
+    assert ema_beta(ramp, 0) == 0.0
+    assert ema_beta(ramp, 10) == pytest.approx(0.5 ** (64 / (0.5 * 640)), rel=1e-12)
+    assert ema_beta(ramp, 1000) == pytest.approx(beta, rel=1e-12)
+    assert ema_beta(tiny(ema_half_life_images=0), 10) == 0.0
+
+
+def test_ema_weights_follow_the_formula():
+    """After the run, θ_ema = Σ_s (1−β_s)·Π_{r>s} β_r·θ_s: check it against the raw weights."""
+    cfg = tiny(method="vp", steps=3, ema_half_life_images=32, ema_rampup=None, out_dir=None)
+    thetas = []
+    result = train(cfg, progress=False, callback=lambda r: thetas.append(
+        {k: v.clone() for k, v in r["method"].state_dict().items()}))
+    betas = [ema_beta(cfg, s) for s in range(3)]
+    init = train(cfg.replace(steps=0), progress=False).method.state_dict()   # same initial weights
+    for name, ema_value in result.ema.state_dict().items():
+        expected = init[name].clone()
+        for s in range(3):
+            expected = betas[s] * expected + (1 - betas[s]) * thetas[s][name]
+        torch.testing.assert_close(ema_value, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_stream_is_random_access_and_covers_each_epoch():
+    images = torch.arange(10.0).reshape(10, 1, 1, 1)
+    labels = torch.arange(10)
+    s = BatchStream(images, labels, batch_size=3, seed=5)
+    assert s.per_epoch == 3 and s.position(7) == (2, 1)
+    epoch0 = torch.cat([s.batch(k)[1] for k in range(3)])
+    assert len(set(epoch0.tolist())) == 9                          # drop_last: 9 of 10, no repeats
+    later = BatchStream(images, labels, batch_size=3, seed=5).batch(7)   # jump straight to batch 7
+    for k in range(8):
+        x, y = s.batch(k)
+    assert torch.equal(later[1], y) and torch.equal(later[0].flatten(), y.float())
+    assert not torch.equal(epoch0, torch.cat([s.batch(k)[1] for k in range(3, 6)]))  # reshuffled
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods.
+
+@pytest.mark.parametrize("method, extra, sampler", [
+    ("edm", {}, "heun"),
+    ("vp", dict(prediction="v", class_cond=True), "ddim"),
+    ("vp", dict(learn_sigma=True, weighting="snr"), "ddpm"),
+    ("patched", {}, "ddim"),
+])
+def test_methods_build_train_loss_and_sample(method, extra, sampler):
+    cfg = tiny(method=method, img_channels=1, num_classes=10, **extra)
+    torch.manual_seed(0)
+    m = build_method(cfg)
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    labels = torch.arange(4) if m.class_cond else None
+    losses = m.loss(x0, labels, generator=torch.Generator().manual_seed(0))
+    assert losses.shape == (4,) and torch.isfinite(losses).all()
+    D = m.denoiser(x0, torch.full((4,), 0.5), **({"class_labels": labels} if labels is not None else {}))
+    assert D.shape == x0.shape
+    a = m.sample(3, generator=torch.Generator().manual_seed(1), steps=3, sampler=sampler)
+    b = m.sample(3, generator=torch.Generator().manual_seed(1), steps=3, sampler=sampler)
+    assert a.shape == (3, 1, 8, 8) and torch.equal(a, b) and a.abs().max() <= 1
+    if method == "patched":
+        assert m.net.patch_size == 2 and m.net.pos_emb == "sincos" and m.cfg.prediction == "x0"
+        assert m.cfg.weighting == "sqrt_snr"
+    if extra.get("learn_sigma"):
+        assert m.net.out_channels == 2
+
+
+def test_label_dropout_uses_the_null_label():
+    cfg = tiny(method="vp", class_cond=True, img_channels=1, num_classes=10)
+    m = build_method(cfg)
+    assert m.label_dropout == pytest.approx(0.1) and m.null_label == 10
+    m = build_method(cfg.replace(label_dropout=0.5))
+    seen = []
+    m.loss_fn = lambda D, x0, generator=None, class_labels=None: seen.append(class_labels) or x0.sum((1, 2, 3))
+    labels = torch.arange(400) % 10
+    m.loss(torch.zeros(400, 1, 8, 8), labels, generator=torch.Generator().manual_seed(0))
+    dropped = seen[0] == 10
+    assert 0.4 < dropped.float().mean() < 0.6                      # ≈ p = 0.5
+    assert torch.equal(seen[0][~dropped], labels[~dropped])         # the others are unchanged
+    assert build_method(tiny(method="vp", img_channels=1, num_classes=10)).label_dropout == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+def test_tiny_run_writes_metrics_samples_and_checkpoints(tmp_path):
+    from PIL import Image
+    cfg = tiny(method="edm", steps=4, ckpt_every=2, sample_every=2, out_dir=str(tmp_path))
+    result = train(cfg, progress=False)
+    assert result.step == 4
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    assert set(lines[0]) == {"step", "kimg", "loss", "lr", "img_per_s", "time"}
+    assert lines[-1]["kimg"] == pytest.approx(4 * 16 / 1000) and math.isfinite(lines[-1]["loss"])
+    grids = sorted((tmp_path / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["0000002.png", "0000004.png"]
+    assert Image.open(grids[-1]).size == (2 * 9 + 1, 2 * 9 + 1)      # 2×2 tiles of 8 px, 1 px gaps
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["ckpt-0000002.pt", "ckpt-0000004.pt", LATEST]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["img_channels"] == 1 and saved["resolution"] == 8 and saved["num_classes"] == 10
+    # The checkpoint alone rebuilds the method, with the EMA weights.
+    m = load_method(tmp_path / LATEST)
+    assert _equal_states(m.state_dict(), result.ema.state_dict())
+    assert m.sample(2, generator=torch.Generator().manual_seed(0), steps=2).shape == (2, 1, 8, 8)
+
+
+def test_loss_decreases_on_a_short_run():
+    result = train(tiny(method="vp", steps=30, batch_size=32, out_dir=None), progress=False)
+    losses = [r["loss"] for r in result.history]
+    first, last = sum(losses[:6]) / 6, sum(losses[-6:]) / 6
+    assert last < 0.6 * first, (first, last)
+
+
+@pytest.mark.parametrize("extra", [
+    dict(method="vp", class_cond=True, dropout=0.1, learn_sigma=True),   # every source of randomness
+    dict(method="edm", grad_accum=2, n_data=40),                        # accumulation, epochs wrap
+])
+def test_resume_is_bit_for_bit(tmp_path, extra):
+    cfg = tiny(steps=6, ckpt_every=3, ema_half_life_images=100, **extra)
+    straight = train(cfg.replace(out_dir=str(tmp_path / "a")), progress=False)
+
+    def crash(record):
+        if record["step"] == 4:                                     # after the checkpoint at 3
+            raise KeyboardInterrupt("simulated crash")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg.replace(out_dir=str(tmp_path / "b")), progress=False, callback=crash)
+    assert load_checkpoint(tmp_path / "b" / LATEST)["step"] == 3
+    resumed = train(cfg.replace(out_dir=str(tmp_path / "b")), progress=False, resume=True)
+    assert resumed.step == 6 and [r["step"] for r in resumed.history] == [4, 5, 6]
+    a, b = load_checkpoint(tmp_path / "a" / LATEST), load_checkpoint(tmp_path / "b" / LATEST)
+    assert _equal_states(a["model"], b["model"])
+    assert _equal_states(a["ema"], b["ema"])
+    assert _equal_optim(a["optimizer"], b["optimizer"])
+    assert _equal_states(straight.ema.state_dict(), resumed.ema.state_dict())
+    # the resumed run's metrics log continues the interrupted one: steps 1..6 once each
+    steps = [json.loads(s)["step"] for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # and the weights did move (the comparison above is not between two untouched nets)
+    assert not _equal_states(a["model"], a["ema"])
+
+
+def test_resume_rejects_a_changed_config(tmp_path):
+    train(tiny(steps=1, out_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.002 → 0.001"):
+        train(tiny(steps=2, lr=1e-3, out_dir=str(tmp_path)), progress=False)
+    more = train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)   # longer is allowed
+    assert more.step == 2 and [r["step"] for r in more.history] == [2]
+
+
+def test_resume_from_a_corrupt_checkpoint_names_the_file(tmp_path):
+    train(tiny(steps=1, out_dir=str(tmp_path)), progress=False)
+    latest = tmp_path / LATEST
+    latest.write_bytes(latest.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"latest\.pt.*corrupt or truncated"):
+        train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny(steps=2, out_dir=str(tmp_path / "empty")), progress=False, resume=True)
+
+
+@pytest.fixture
+def deterministic_method(monkeypatch):
+    """A test method whose loss draws no randomness (fixed σ, fixed 'noise')."""
+
+    class Deterministic(EDMMethod):
+        def build_loss(self):
+            def loss_fn(D, x0, generator=None, **cond):
+                sigma = torch.full((x0.shape[0],), 0.7)
+                noisy = x0 + 0.7 * x0.flip(-1).roll(1, -2)
+                return ((D(noisy, sigma, **cond) - x0) ** 2).mean((1, 2, 3))
+            return loss_fn
+
+    monkeypatch.setitem(METHODS, "test-deterministic", Deterministic)
+    Deterministic.name = "test-deterministic"
+    return "test-deterministic"
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_gradient_accumulation_matches_one_big_batch(deterministic_method, optimizer, monkeypatch):
+    """batch 8 in one round == batch 8 as 2 rounds of 4 (same images per step), up to float error.
+    Adam is blind to a wrong gradient scale, so the check is repeated with plain SGD."""
+    if optimizer == "sgd":
+        monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **kw: torch.optim.SGD(params, lr=lr))
+    cfg = tiny(method=deterministic_method, batch_size=8, steps=3, dropout=0.0, grad_clip=None,
+               lr=2e-3 if optimizer == "adamw" else 0.5, out_dir=None)
+    one = train(cfg, progress=False).method.state_dict()
+    two = train(cfg.replace(grad_accum=2), progress=False).method.state_dict()
+    for k in one:   # Adam divides by √v: rounding of near-zero gradients moves weights ~1e-6
+        torch.testing.assert_close(one[k], two[k], rtol=1e-4, atol=2e-5)
+    init = train(cfg.replace(steps=0), progress=False).method.state_dict()
+    assert max((one[k] - init[k]).abs().max() for k in init) > 1e-3   # the steps changed the net
+
+
+def test_train_leaves_the_global_rng_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    train(tiny(steps=2, out_dir=None, dropout=0.1), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_bf16_autocast_runs_on_cpu():
+    result = train(tiny(steps=2, amp="bf16", out_dir=None), progress=False)
+    assert result.step == 2 and math.isfinite(result.metrics["loss"])
+    assert all(p.dtype == torch.float32 for p in result.method.parameters())   # master weights
+
+
+def test_make_grid_places_tiles_row_major():
+    from pdlib.viz import make_grid, to_uint8
+    images = torch.stack([torch.full((1, 2, 3), v) for v in (-1.0, 0.0, 1.0)])   # (3, 1, 2, 3)
+    grid = make_grid(images, nrow=2, padding=1, pad_value=0.5)
+    assert grid.shape == (1, 2 * 3 + 1, 2 * 4 + 1)
+    assert (grid[:, 1:3, 1:4] == -1).all() and (grid[:, 1:3, 5:8] == 0).all()
+    assert (grid[:, 4:6, 1:4] == 1).all() and (grid[:, 4:6, 5:8] == 0.5).all()   # empty slot
+    assert (grid[:, 0] == 0.5).all() and (grid[:, :, 4] == 0.5).all()           # padding
+    assert to_uint8(grid[:, 1:3, 1:4]).max() == 0 and to_uint8(grid[:, 4:6, 1:4]).min() == 255
+
+
+def test_finished_run_resumes_as_a_no_op(tmp_path):
+    first = train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)
+    again = train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)
+    assert again.step == 2 and again.history == [] and again.checkpoint == tmp_path / LATEST
+    assert _equal_states(first.ema.state_dict(), again.ema.state_dict())
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    a = train(tiny(steps=2, out_dir=None), progress=False).method.state_dict()
+    b = train(tiny(steps=2, out_dir=None), progress=False).method.state_dict()
+    c = train(tiny(steps=2, out_dir=None, seed=1), progress=False).method.state_dict()
+    assert _equal_states(a, b) and not _equal_states(a, c)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI.
+
+def test_cli_parses_fields_and_config_file(tmp_path):
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"method": "vp", "lr": 1e-3, "steps": 9}))
+    cfg, _ = config_from_args(["--config", str(cfg_file), "--steps", "3", "--out", "runs/x",
+                               "--class_cond", "--grad-clip", "none", "--learn_sigma", "true",
+                               "--ema_half_life_images", "1000", "--no-compile"])
+    assert (cfg.method, cfg.lr, cfg.steps, cfg.out_dir) == ("vp", 1e-3, 3, "runs/x")
+    assert cfg.class_cond is True and cfg.grad_clip is None and cfg.learn_sigma is True
+    assert cfg.ema_half_life_images == 1000.0 and cfg.compile is False
+
+
+def test_cli_help_lists_every_field_with_its_comment(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name in ("--ema_half_life_images", "--grad_accum", "--resume", "--out_dir"):
+        assert name in text
+    assert "GLOBAL images per optimizer step" in text
+
+
+def test_cli_runs_and_reports_bad_values(tmp_path, capsys):
+    assert main(["--dataset", "digits", "--preset", "tiny", "--resolution", "8", "--steps", "2",
+                 "--batch_size", "8", "--log_every", "1", "--sample_every", "0", "--sample_n", "4",
+                 "--sample_steps", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 2 and (tmp_path / LATEST).is_file()
+    assert main(["--method", "nope"]) == 2
+    assert "method='nope'" in capsys.readouterr().err
