@@ -60,7 +60,9 @@ execute: $(STAMP) data
 lab: $(STAMP) data
 	$(BIN)/jupyter lab notebooks/
 
+# The benchmarks' peer (diffusers UNet2DModel) is installed for the benchmarks only, --no-deps.
 bench: $(STAMP)
+	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
 	for b in benchmarks/*.py; do case $$b in */common.py) ;; *) $(BIN)/python $$b || exit 1;; esac; done
 
 # Widget JavaScript (RequireJS, @jupyter-widgets/html-manager) from npm into book/static/;

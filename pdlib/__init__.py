@@ -28,7 +28,8 @@ _PUBLIC = {
     "TrainConfig": "train", "train": "train",
 }
 _SUBMODULES = {"schedules", "precond", "losses", "samplers", "ideal", "nets", "patching", "data",
-               "train", "checkpoint", "methods", "metrics", "viz", "book"}
+               "train", "checkpoint", "methods", "metrics", "viz", "book",
+               "evaluation", "spectra", "splitting"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 
