@@ -8,7 +8,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PDLIB_DATA ?= $(CURDIR)/data
-export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: venv data sysdeps test test-fast book check-book execute lab bench vendor-js clean-book
