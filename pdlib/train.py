@@ -340,7 +340,7 @@ class TrainResult:
     config: TrainConfig                 # the resolved config (data shape and method defaults filled)
     method: Method                      # raw weights (train mode off)
     ema: Method                         # EMA weights: sample from this one
-    history: list = field(default_factory=list)   # every metrics.jsonl record of this call
+    history: list = field(default_factory=list)   # every metrics.jsonl record of the run, resumed steps included
     out_dir: Path | None = None
     checkpoint: Path | None = None      # the last checkpoint written (None: none)
     samples: list = field(default_factory=list)   # paths of the sample grids written
@@ -512,6 +512,8 @@ def _train(cfg, d: _Dist, device, progress, callback, resume) -> TrainResult:
         return Path(save_grid(images, out / "samples" / f"{step:07d}.png", nrow=nrow))
 
     history, samples, last_ckpt = [], [], ckpt_path   # a finished run resumes as a no-op
+    if writes and ckpt_path is not None:                # the records of the steps already done
+        history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     bar = tqdm(total=n_steps, initial=step, disable=not (progress and d.main), dynamic_ncols=True,
                desc=f"{cfg.method}/{cfg.preset}")
     loss_sum = torch.zeros((), device=device,

@@ -217,7 +217,9 @@ def test_resume_is_bit_for_bit(tmp_path, extra):
         train(cfg.replace(out_dir=str(tmp_path / "b")), progress=False, callback=crash)
     assert load_checkpoint(tmp_path / "b" / LATEST)["step"] == 3
     resumed = train(cfg.replace(out_dir=str(tmp_path / "b")), progress=False, resume=True)
-    assert resumed.step == 6 and [r["step"] for r in resumed.history] == [4, 5, 6]
+    # the history is the whole run's: the crashed run's records up to its checkpoint, then 4, 5, 6
+    assert resumed.step == 6 and [r["step"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
     a, b = load_checkpoint(tmp_path / "a" / LATEST), load_checkpoint(tmp_path / "b" / LATEST)
     assert _equal_states(a["model"], b["model"])
     assert _equal_states(a["ema"], b["ema"])
@@ -235,7 +237,7 @@ def test_resume_rejects_a_changed_config(tmp_path):
     with pytest.raises(ValueError, match=r"different config \(lr: 0.002 → 0.001"):
         train(tiny(steps=2, lr=1e-3, out_dir=str(tmp_path)), progress=False)
     more = train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)   # longer is allowed
-    assert more.step == 2 and [r["step"] for r in more.history] == [2]
+    assert more.step == 2 and [r["step"] for r in more.history] == [1, 2]
 
 
 def test_resume_from_a_corrupt_checkpoint_names_the_file(tmp_path):
@@ -309,7 +311,7 @@ def test_make_grid_places_tiles_row_major():
 def test_finished_run_resumes_as_a_no_op(tmp_path):
     first = train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)
     again = train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)
-    assert again.step == 2 and again.history == [] and again.checkpoint == tmp_path / LATEST
+    assert again.step == 2 and again.history == first.history and again.checkpoint == tmp_path / LATEST
     assert _equal_states(first.ema.state_dict(), again.ema.state_dict())
 
 
