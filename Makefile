@@ -36,7 +36,7 @@ sysdeps:
 # tests/test_book.py runs the strict book build into a temporary folder and checks the preface
 # and chapter 1 in headless Chromium.
 test: $(STAMP) data sysdeps vendor-js
-	PDLIB_QUICK=1 $(BIN)/python -m pytest tests notebooks/0*.ipynb --nbval-lax -p no:cacheprovider
+	PDLIB_QUICK=1 $(BIN)/python -m pytest tests notebooks/0*.ipynb book/results.ipynb --nbval-lax --nbval-current-env -p no:cacheprovider
 
 # Unit tests only (seconds to minutes).
 test-fast: $(STAMP)
