@@ -299,8 +299,18 @@ def method_defaults(cfg) -> dict[str, Any]:
     return {k: v for k, v in cls.defaults(cfg).items() if _cfg_get(cfg, k) is None}
 
 
+def is_known(name) -> bool:
+    """True if `name` is a registered method. Derived names, such as the SNR-split methods of
+    pdlib.splitting ('patched-snr:inf>0.25'), are registered on first use, so their checkpoints
+    load without importing pdlib.splitting first."""
+    if isinstance(name, str) and name not in METHODS and "-snr:" in name:
+        from pdlib.splitting import ensure_registered
+        ensure_registered(name)
+    return name in METHODS
+
+
 def _method_class(name) -> type[Method]:
-    if name not in METHODS:
+    if not is_known(name):
         raise ValueError(f"method={name!r} is unknown; allowed: {sorted(METHODS)}")
     return METHODS[name]
 

@@ -43,7 +43,7 @@ from torch import nn
 
 from pdlib.checkpoint import (FORMAT, LATEST, CheckpointError, load_checkpoint, rng_state,
                               set_rng_state, write_checkpoint)
-from pdlib.methods import METHODS, Method, build_method, method_defaults
+from pdlib.methods import METHODS, Method, build_method, is_known, method_defaults
 
 __all__ = ["TrainConfig", "TrainResult", "train", "main", "lr_at", "ema_beta", "derive_seed",
            "BatchStream", "total_steps", "micro_batch_size", "config_parser",
@@ -141,7 +141,7 @@ def _validate(c: TrainConfig) -> None:
     """Raise ValueError naming the first bad field of a config."""
     from pdlib.data import IMAGE_DATASETS
     from pdlib.nets.unet import UNET_PRESETS
-    _check(c.method in METHODS, "method", c.method, f"one of {sorted(METHODS)}")
+    _check(is_known(c.method), "method", c.method, f"one of {sorted(METHODS)}")
     _check(c.preset in UNET_PRESETS, "preset", c.preset, f"one of {sorted(UNET_PRESETS)}")
     _check(c.dataset in IMAGE_DATASETS, "dataset", c.dataset, f"one of {sorted(IMAGE_DATASETS)}")
     _check(c.prediction in (None, "eps", "x0", "v"), "prediction", c.prediction,
@@ -512,7 +512,7 @@ def _train(cfg, d: _Dist, device, progress, callback, resume) -> TrainResult:
         return Path(save_grid(images, out / "samples" / f"{step:07d}.png", nrow=nrow))
 
     history, samples, last_ckpt = [], [], ckpt_path   # a finished run resumes as a no-op
-    if writes and ckpt_path is not None:                # the records of the steps already done
+    if writes and ckpt_path is not None and metrics_path.is_file():   # records of the steps already done
         history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     bar = tqdm(total=n_steps, initial=step, disable=not (progress and d.main), dynamic_ncols=True,
                desc=f"{cfg.method}/{cfg.preset}")
