@@ -539,8 +539,13 @@ def evaluate(
         out[metric_name('sFID', n)] = frechet_distance(*gaussian_stats(feats['spatial']),
                                                        ref.mu_spatial, ref.sigma_spatial)
     if 'kid' in metrics:
-        mean, std = kid(feats['pool'], ref.features, kid_subsets, kid_subset_size, generator)
+        # Subsets of at most half the smaller set: with subsets as large as the sets themselves
+        # every subset is the whole set and the std across subsets is 0, i.e. meaningless. The
+        # estimator is unbiased at any subset size, so its mean is unaffected.
+        m = max(2, min(kid_subset_size, n // 2, ref.features.shape[0] // 2))
+        mean, std = kid(feats['pool'], ref.features, kid_subsets, m, generator)
         out[metric_name('KID', n)], out[metric_name('KID_std', n)] = mean, std
+        out['KID_subset_size'] = m
     if 'pr' in metrics:
         p, r = precision_recall(ref.features, feats['pool'], k=pr_k)
         out[metric_name('precision', n)], out[metric_name('recall', n)] = p, r

@@ -452,7 +452,8 @@ def test_evaluate_keys_and_values(tmp_path, fake_data):
     out = evaluate(samples, 'toy', 4, 40, metrics=('fid', 'sfid', 'kid', 'pr'), cache_dir=tmp_path,
                    feature_net=net, kid_subset_size=20, kid_subsets=10)
     assert set(out) == {'FID@40', 'sFID@40', 'KID@40', 'KID_std@40', 'precision@40', 'recall@40',
-                        'n_samples', 'n_ref', 'feature_net', 'dataset', 'resolution', 'split'}
+                        'KID_subset_size', 'n_samples', 'n_ref', 'feature_net', 'dataset', 'resolution', 'split'}
+    assert out['KID_subset_size'] == 20 and out['KID_std@40'] > 0   # half of 40: subsets differ
     assert abs(out['FID@40']) < 1e-8 and abs(out['sFID@40']) < 1e-8
     assert out['precision@40'] == 1.0 and out['recall@40'] == 1.0
     assert out['n_samples'] == 40 and out['n_ref'] == ref.n == 40 and out['feature_net'] == 'fake-net'
