@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["FORMAT", "LATEST", "CheckpointError", "atomic_save", "load_checkpoint",
+__all__ = ["FORMAT", "LATEST", "CheckpointError", "atomic_save", "atomic_write_text", "load_checkpoint",
            "write_checkpoint", "checkpoint_path", "list_checkpoints", "rng_state",
            "set_rng_state"]
 
@@ -39,16 +39,15 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the target folder, fsync, then os.replace onto path."""
-    path = Path(path)
+def _atomic_write(path: Path, write) -> Path:
+    """Run write(tmp) on a temporary path beside `path`, then os.replace it onto `path` and fsync
+    the folder. Readers see the old file or the new one, never a torn one; on any failure the
+    temporary file is removed and the old file is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,11 +57,26 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     return path
 
 
+def _write_synced(tmp: Path, write_to_file) -> None:
+    with open(tmp, "wb") as f:
+        write_to_file(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the target folder, fsync, then os.replace onto path."""
+    return _atomic_write(Path(path), lambda tmp: _write_synced(tmp, lambda f: torch.save(obj, f)))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file (UTF-8) atomically, like atomic_save."""
+    return _atomic_write(Path(path), lambda tmp: _write_synced(tmp, lambda f: f.write(text.encode())))
+
+
 def _atomic_alias(src: Path, dst: Path) -> None:
     """Make dst an atomic copy of src: a hard link where the file system allows, else a copy."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    def link_or_copy(tmp: Path) -> None:
         os.unlink(tmp)
         try:
             os.link(src, tmp)
@@ -70,12 +84,7 @@ def _atomic_alias(src: Path, dst: Path) -> None:
             shutil.copyfile(src, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dst.parent)
+    _atomic_write(dst, link_or_copy)
 
 
 def checkpoint_path(out_dir: str | os.PathLike, step: int) -> Path:

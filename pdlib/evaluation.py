@@ -57,13 +57,9 @@ def generate(method, n: int, *,
 
 
 def write_json(obj: dict, path) -> Path:
-    """Write obj as indented JSON, atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    """Write obj as indented JSON, atomically (pdlib.checkpoint.atomic_write_text)."""
+    from pdlib.checkpoint import atomic_write_text
+    return atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
 
 
 def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000, ref_split: str = "train",

@@ -129,3 +129,18 @@ def test_rng_state_roundtrip(tmp_path):
     torch.rand(7)                                            # move the RNG on
     set_rng_state(load_checkpoint(path)["rng"])
     assert torch.equal(torch.rand(5), first)
+
+
+def test_atomic_write_text_replaces_whole_file_or_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    ck.atomic_write_text('{"a": 1}\n', path)
+    assert path.read_text() == '{"a": 1}\n'
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        ck.atomic_write_text('{"a": 2}\n', path)
+    monkeypatch.undo()
+    assert path.read_text() == '{"a": 1}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
