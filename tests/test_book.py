@@ -52,6 +52,7 @@ def test_config_offline_math_widgets_and_execution():
     assert cfg["only_build_toc_files"] is True
     assert {".venv", "_build", "data", "node_modules", "notebooks/experiments"} <= set(cfg["exclude_patterns"])
     assert cfg["execute"]["execute_notebooks"] == "off"
+    assert sphinx["nb_render_markdown_format"] == "myst"   # tables built in code render as tables
     assert sphinx["nb_merge_streams"] is True and sphinx["math_numfig"] is True
     # widget JS is local (no CDN), lives outside _static/, and is pinned by SHA256SUMS
     assert sphinx["html_static_path"] == ["book/static"]
