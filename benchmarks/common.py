@@ -224,11 +224,17 @@ def warn_if_loaded() -> None:
               f"noisy (the JSON records the load)", flush=True)
 
 
+def start(args) -> torch.device:
+    """Apply the common options (threads), warn on a loaded machine, and return the device."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warn_if_loaded()
+    return torch.device(args.device)
+
+
 def write_json(path: str | Path, payload: dict, device: torch.device) -> Path:
     """Write payload with machine info and a UTC timestamp; creates parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from pdlib.checkpoint import atomic_write_text
     doc = dict(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                machine=machine_info(device), **payload)
-    path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    return path
+    return atomic_write_text(json.dumps(doc, indent=1, default=float) + "\n", path)

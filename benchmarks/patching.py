@@ -19,7 +19,7 @@ import time
 import torch
 
 from common import (BENCH_UNET, QUICK_UNET, PeakMemory, flops_per_image, forward_fn, make_batch,
-                    matmul_gflops, parse_common, time_fn, train_step_fn, warn_if_loaded, write_json)
+                    matmul_gflops, parse_common, start, time_fn, train_step_fn, write_json)
 from pdlib.nets import UNet, count_params
 
 
@@ -49,10 +49,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/benchmarks/patching.json")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    warn_if_loaded()
+    device = start(args)
     t_start = time.perf_counter()
     family = QUICK_UNET if args.quick else BENCH_UNET
     warmup, repeats = (1, 3) if args.quick else (2, 5)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (BENCH_UNET, QUICK_UNET, PeakMemory, autocast_ctx, flops_per_image, make_batch,
-                    matmul_gflops, parse_common, time_fn, train_step_fn, warn_if_loaded, write_json)
+                    matmul_gflops, parse_common, start, time_fn, train_step_fn, write_json)
 from pdlib.nets import UNet, count_params, unet_preset
 from pdlib.patching import depth_to_space, space_to_depth
 
@@ -110,10 +110,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/benchmarks/train_step.json")
     parser.add_argument("--precisions", default=None, help="comma list of fp32,bf16,fp16 (default fp32,bf16)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    warn_if_loaded()
+    device = start(args)
     t_start = time.perf_counter()
     precisions = (args.precisions or "fp32,bf16").split(",")
     family = QUICK_UNET if args.quick else BENCH_UNET
