@@ -14,7 +14,7 @@ import torch
 
 from pdlib.samplers import NFECounter
 
-__all__ = ["generate", "evaluate_checkpoint", "write_json"]
+__all__ = ["generate", "evaluate_checkpoint", "load_for_evaluation", "x0_mse", "write_json"]
 
 
 @torch.no_grad()
@@ -62,21 +62,65 @@ def write_json(obj: dict, path) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
 
 
+def load_for_evaluation(checkpoint, snr_boundaries=None, device="cpu"):
+    """The EMA method of one checkpoint, or of several composed by SNR splitting
+    (checkpoint: a list, model 0 = highest SNR, with its inner snr_boundaries s1 > … > sK)."""
+    from pdlib.methods import load_method
+    from pdlib.splitting import SplitMethod, load_split_method
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"checkpoint={str(p)!r} does not exist; train one with "
+                                    "notebooks/experiments/train.ipynb or python -m pdlib.train")
+    if len(paths) == 1:
+        if snr_boundaries:
+            raise ValueError(f"snr_boundaries={snr_boundaries!r} with one checkpoint; allowed: None, "
+                             "or one boundary fewer than the checkpoints of a split model")
+        return load_method(paths[0], ema=True, device=device)
+    if snr_boundaries is None or len(snr_boundaries) != len(paths) - 1:
+        raise ValueError(f"snr_boundaries={snr_boundaries!r} for {len(paths)} checkpoints; allowed: "
+                         f"{len(paths) - 1} inner SNR boundaries, decreasing (e.g. [0.25] for two)")
+    return SplitMethod([load_split_method(p, device=device) for p in paths], snr_boundaries)
+
+
+@torch.no_grad()
+def x0_mse(method, ts, n: int = 1000, seed: int = 0, batch_size: int = 250, device="cpu") -> dict:
+    """Held-out x0-MSE of a VP method at the steps ts: test-split images noised once at each t and
+    denoised (pdlib.splitting.x0_mse_by_t); the quantity every loss weighting trades off."""
+    from pdlib.data import load_dataset
+    from pdlib.splitting import x0_mse_by_t
+    if not hasattr(method, "schedule"):
+        raise ValueError(f"x0_mse_t={list(ts)!r} needs a VP method (with a discrete schedule); "
+                         f"this checkpoint's method is {method.cfg.method!r}")
+    ts = [int(t) for t in ts]
+    data = load_dataset(method.cfg.dataset, resolution=method.resolution, n=n, seed=seed, split="test")
+    labels = data.labels.to(device) if method.class_cond else None
+    mse = x0_mse_by_t(method.denoiser, data.images.to(device), method.schedule, ts,
+                      torch.Generator().manual_seed(seed), class_labels=labels, batch_size=batch_size)
+    return {"x0_mse_t": ts, "x0_mse_snr": [float(method.schedule.snr[t]) for t in ts],
+            "x0_mse": mse.tolist(), "x0_mse_mean": float(mse.mean()), "x0_mse_n": len(data.images)}
+
+
 def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000, ref_split: str = "train",
                         metrics=("fid", "kid", "pr"), batch_size: int = 100, seed: int = 0, ref_seed: int = 0,
                         sampler: str | None = None, steps: int | None = None, guidance: float = 1.0,
+                        snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000,
                         device="cpu", progress: bool = True) -> tuple[dict, torch.Tensor]:
-    """Sample a checkpoint's EMA weights and measure them: (results dict, the samples)."""
+    """Sample a checkpoint's EMA weights (or a split model's: a list of checkpoints and their
+    snr_boundaries) and measure them: (results dict, the samples). x0_mse_t: also the held-out
+    x0-MSE at these steps t of a VP method, on x0_mse_n test images."""
     from pdlib import metrics as M
-    from pdlib.methods import load_method
 
-    method = load_method(checkpoint, ema=True, device=device)
+    method = load_for_evaluation(checkpoint, snr_boundaries, device=device)
     t0 = time.perf_counter()
     images, nfe = generate(method, n_samples, batch_size=batch_size, seed=seed, sampler=sampler,
                            steps=steps, guidance=guidance, device=device, progress=progress)
     t_sample = time.perf_counter() - t0
     cfg = method.cfg
-    result = {"checkpoint": str(checkpoint), "method": cfg.method, "preset": cfg.preset,
+    result = {"checkpoint": checkpoint if isinstance(checkpoint, (list, tuple)) and len(checkpoint) > 1
+              else str(checkpoint if isinstance(checkpoint, (str, Path)) else checkpoint[0]),
+              "method": cfg.method if not snr_boundaries else repr(method), "preset": cfg.preset,
+              "snr_boundaries": list(snr_boundaries) if snr_boundaries else None,
               "dataset": cfg.dataset, "resolution": method.resolution, "sampler": sampler or "default",
               "steps": steps, "nfe_per_image": nfe, "guidance": guidance, "seed": seed,
               "sampling_seconds": round(t_sample, 2), "ref_split": ref_split, "ref_seed": ref_seed}
@@ -85,4 +129,6 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
         result.update(M.evaluate(images, cfg.dataset, method.resolution, n_ref, metrics=tuple(metrics),
                                  split=ref_split, seed=ref_seed, batch_size=50))
         result["metric_seconds"] = round(time.perf_counter() - t0, 2)
+    if x0_mse_t:
+        result.update(x0_mse(method, x0_mse_t, n=x0_mse_n, seed=ref_seed, device=device))
     return result, images

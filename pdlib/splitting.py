@@ -24,7 +24,7 @@ import torch
 from pdlib.methods import METHODS, VPMethod, register
 
 __all__ = ["split_method_name", "parse_split_method_name", "register_split_method",
-           "snr_intervals", "warm_start_checkpoint", "train_split", "SplitResult",
+           "snr_intervals", "train_split", "SplitResult",
            "load_split_method", "split_denoiser", "SplitMethod", "x0_mse_by_t"]
 
 _NAME_RE = re.compile(r"(?P<base>[a-z0-9_]+)-snr:(?P<hi>inf|[0-9.eE+-]+)>(?P<lo>[0-9.eE+-]+)")
@@ -101,44 +101,6 @@ def snr_intervals(snr_boundaries: Sequence[float]) -> list[tuple[float, float]]:
 # ----------------------------------------------------------------------------------------------
 # Training: one run per interval through the one loop, optionally warm-started.
 
-def _resolved(cfg):
-    from pdlib.data import load_dataset
-    from pdlib.train import resolve_config
-    data = load_dataset(cfg.dataset, resolution=cfg.resolution, n=cfg.n_data, seed=cfg.seed)
-    return resolve_config(cfg, data)
-
-
-def warm_start_checkpoint(cfg, source: str | Path) -> Path | None:
-    """Write a step-0 checkpoint into cfg.out_dir holding `source`'s raw weights (as model and EMA),
-    so `train(cfg)` resumes from it: the original's low-SNR model starts from the high-SNR one.
-    Does nothing (returns None) when cfg.out_dir already has a checkpoint."""
-    from pdlib.checkpoint import FORMAT, LATEST, load_checkpoint, rng_state, write_checkpoint
-    from pdlib.methods import build_method
-    if cfg.out_dir is None:
-        raise ValueError("cfg.out_dir=None: a warm start writes a checkpoint; allowed: a folder")
-    out = Path(cfg.out_dir)
-    if (out / LATEST).is_file():
-        return None
-    src = load_checkpoint(source, map_location="cpu")
-    rcfg = _resolved(cfg)
-    method = build_method(rcfg)
-    try:
-        method.load_state_dict(src["model"])
-    except RuntimeError as e:
-        raise ValueError(f"source={str(source)!r} has weights of another architecture than "
-                         f"preset={rcfg.preset!r}, patch_size={rcfg.patch_size!r}; allowed: a "
-                         f"checkpoint of the same network") from e
-    opt = torch.optim.AdamW(method.parameters(), lr=rcfg.lr, weight_decay=rcfg.weight_decay)
-    state = {
-        "format": FORMAT, "config": json.dumps(rcfg.to_dict()), "step": 0,
-        "model": method.state_dict(), "ema": method.state_dict(), "optimizer": opt.state_dict(),
-        "scaler": {}, "rng": rng_state(),
-        "data": {"position": torch.tensor([0, 0]), "images_seen": 0},
-        "time": 0.0, "torch_version": str(torch.__version__), "warm_start_from": str(source),
-    }
-    return write_checkpoint(state, out, 0)
-
-
 @dataclass
 class SplitResult:
     """What train_split returns: one TrainResult per interval (model 0 = highest SNR)."""
@@ -158,7 +120,8 @@ class SplitResult:
 def train_split(cfg, snr_boundaries: Sequence[float], steps: int | Sequence[int] | None = None,
                 warm_start: bool = True, progress: bool = True, callback=None) -> SplitResult:
     """Train k = len(snr_boundaries)+1 models, model j on its SNR interval, in order 0, 1, …;
-    with warm_start, model j+1 starts from model j's weights (Luhman & Luhman's low-SNR model).
+    with warm_start, model j+1 starts from model j's raw weights (TrainConfig.init_from; Luhman &
+    Luhman's low-SNR model).
     Runs go to cfg.out_dir/model{j}; steps: per model (an int, a list, or None = cfg.steps)."""
     from pdlib.checkpoint import LATEST
     from pdlib.train import train
@@ -177,9 +140,9 @@ def train_split(cfg, snr_boundaries: Sequence[float], steps: int | Sequence[int]
     results, ckpts = [], []
     for j, ((hi, lo), n) in enumerate(zip(intervals, steps)):
         name = register_split_method(hi, lo, base)
-        cfg_j = cfg.replace(method=name, steps=n, kimg=None, out_dir=str(Path(cfg.out_dir) / f"model{j}"))
-        if warm_start and j > 0:
-            warm_start_checkpoint(cfg_j, ckpts[-1])
+        init = str(ckpts[-1]) if warm_start and j > 0 else cfg.init_from
+        cfg_j = cfg.replace(method=name, steps=n, kimg=None, init_from=init,
+                            out_dir=str(Path(cfg.out_dir) / f"model{j}"))
         results.append(train(cfg_j, progress=progress, callback=callback))
         ckpts.append(Path(cfg_j.out_dir) / LATEST)
     return SplitResult(tuple(float(v) for v in snr_boundaries), results, ckpts)

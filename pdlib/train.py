@@ -85,6 +85,8 @@ class TrainConfig:
     amp: str = "auto"                       # autocast: 'none' | 'bf16' | 'fp16' (CUDA, GradScaler) | 'auto' (CUDA: bf16 if supported else fp16; CPU: none)
     steps: int = 2000                       # optimizer steps to train (total, counting resumed ones)
     kimg: float | None = None               # train for this many thousand images instead (overrides steps)
+    max_minutes: float | None = None        # also stop at the first log line past this many minutes of training (equal wall-clock runs); None = no limit
+    init_from: str | None = None            # start a NEW run from this checkpoint's raw weights (model and EMA; fresh optimizer), e.g. the low-SNR model from the high-SNR one; unused when resuming
     seed: int = 0                           # seeds the init, the data order and all noise
     # --- output
     log_every: int = 50                     # steps between metrics.jsonl lines (and progress-bar updates)
@@ -119,7 +121,7 @@ class TrainConfig:
 
 
 # Fields that may differ between a checkpoint's config and the config that resumes it.
-RESUMABLE_CHANGES = frozenset({"steps", "kimg", "log_every", "sample_every", "sample_n",
+RESUMABLE_CHANGES = frozenset({"steps", "kimg", "max_minutes", "log_every", "sample_every", "sample_n",
                                "sample_steps", "ckpt_every", "ckpt_keep", "out_dir", "resume",
                                "device", "compile", "amp"})
 
@@ -175,6 +177,10 @@ def _validate(c: TrainConfig) -> None:
     _check(c.ema_rampup is None or (_is_num(c.ema_rampup) and c.ema_rampup > 0), "ema_rampup",
            c.ema_rampup, "None or a float > 0")
     _check(c.kimg is None or (_is_num(c.kimg) and c.kimg > 0), "kimg", c.kimg, "None or > 0")
+    _check(c.max_minutes is None or (_is_num(c.max_minutes) and c.max_minutes > 0), "max_minutes",
+           c.max_minutes, "None or a number > 0")
+    _check(c.init_from is None or (isinstance(c.init_from, str) and c.init_from != ""), "init_from",
+           c.init_from, "None or a checkpoint path")
     _check(c.dropout is None or (_is_num(c.dropout) and 0 <= c.dropout < 1), "dropout", c.dropout,
            "None or a float in [0, 1)")
     _check(c.label_dropout is None or (_is_num(c.label_dropout) and 0 <= c.label_dropout < 1),
@@ -395,6 +401,22 @@ def _trim_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def _init_weights(method: Method, ema: Method, cfg: TrainConfig) -> None:
+    """cfg.init_from: load a checkpoint's raw weights into both the model and its EMA."""
+    path = Path(cfg.init_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={cfg.init_from!r} does not exist; allowed: a training "
+                                "checkpoint of the same network (e.g. runs/x/latest.pt)")
+    state = load_checkpoint(path, map_location="cpu")
+    try:
+        method.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"init_from={cfg.init_from!r} holds weights of another network than "
+                         f"preset={cfg.preset!r}, patch_size={cfg.patch_size!r}, class_cond="
+                         f"{cfg.class_cond!r}; allowed: a checkpoint of the same network") from e
+    ema.load_state_dict(method.state_dict())
+
+
 @torch.no_grad()
 def _update_ema(ema: nn.Module, net: nn.Module, beta: float) -> None:
     """θ_ema ← β·θ_ema + (1−β)·θ; buffers are copied."""
@@ -408,7 +430,8 @@ def train(cfg: TrainConfig, progress: bool = True, callback: Callable | None = N
           resume: bool | str | None = None) -> TrainResult:
     """Train cfg.method on cfg.dataset; resume: None → cfg.resume; True → out_dir/latest.pt (must
     exist); False → never; a path. callback(record) after every log line with the metrics record
-    plus 'method' and 'ema'; returning True stops the run (a checkpoint is written)."""
+    plus 'method' and 'ema'; returning True stops the run (a checkpoint is written), as does
+    cfg.max_minutes. A new run (nothing to resume) starts from cfg.init_from's weights if set."""
     dist_info, device = _init_dist(cfg)
     try:
         devices = [device.index or 0] if device.type == "cuda" else []
@@ -455,6 +478,8 @@ def _train(cfg, d: _Dist, device, progress, callback, resume) -> TrainResult:
         if tuple(state["data"]["position"].tolist()) != stream.position(step):
             raise CheckpointError(f"checkpoint {str(ckpt_path)!r}: data position "
                                   f"{state['data']['position'].tolist()} does not match step {step}")
+    elif cfg.init_from is not None:
+        _init_weights(method, ema, cfg)
     writes = out is not None and d.main
     if writes:
         out.mkdir(parents=True, exist_ok=True)
@@ -576,8 +601,9 @@ def _train(cfg, d: _Dist, device, progress, callback, resume) -> TrainResult:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                stop = cfg.max_minutes is not None and record["time"] >= 60 * cfg.max_minutes
                 if callback is not None:
-                    stop = bool(callback({**record, "method": method, "ema": ema}))
+                    stop = bool(callback({**record, "method": method, "ema": ema})) or stop
                     if d.world > 1:
                         import torch.distributed as dist
                         flag = torch.tensor([float(stop)], device=device)

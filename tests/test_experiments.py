@@ -30,8 +30,10 @@ def test_train_then_evaluate(tmp_path):
     out_json = tmp_path / "eval.json"
     _run("evaluate.ipynb", tmp_path / "eval.out.ipynb", tmp_path, checkpoint=str(run / "latest.pt"),
          steps=5, n_samples=12, batch_size=8, n_ref=16, metrics=["fid", "kid", "pr"],
-         out_json=str(out_json), out_grid=str(tmp_path / "grid.png"))
+         out_json=str(out_json), out_grid=str(tmp_path / "grid.png"), x0_mse_t=[10, 500], x0_mse_n=8)
     result = json.loads(out_json.read_text())
+    assert result["x0_mse_t"] == [10, 500] and result["x0_mse_n"] == 8
+    assert 0 < result["x0_mse"][0] < result["x0_mse"][1]       # denoising is harder at more noise
     assert result["n_samples"] == 12 and result["nfe_per_image"] == 5       # DDIM: one call per step
     assert result["FID@12"] > 0 and 0 <= result["precision@12"] <= 1
     assert (tmp_path / "grid.png").is_file()
@@ -45,3 +47,7 @@ def test_bad_parameter_names_itself(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as info:
         _run("evaluate.ipynb", tmp_path / "bad2.ipynb", tmp_path, checkpoint=str(tmp_path / "missing.pt"))
     assert "checkpoint" in str(info.value) and "missing.pt" in str(info.value)
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        _run("train.ipynb", tmp_path / "bad3.ipynb", tmp_path, method="vp", preset="tiny", dataset="digits",
+             resolution=8, batch_size=16, steps=2, out_dir=str(tmp_path / "run3"), init_from="missing.pt")
+    assert "init_from='missing.pt' does not exist" in str(info.value)

@@ -121,3 +121,22 @@ def test_split_checkpoint_names_register_on_first_use():
     METHODS.pop(name, None)
     assert is_known(name) and name in METHODS
     assert not is_known("patched-snr:nonsense")
+
+
+def test_evaluating_a_split_model_uses_each_model_on_its_interval(tmp_path):
+    from pdlib.evaluation import evaluate_checkpoint
+    split = splitting.train_split(_cfg(out_dir=str(tmp_path)), [0.25], steps=[2, 2], progress=False)
+    paths = [str(p) for p in split.checkpoints]
+    ts = [10, 900]                                    # SNR far above and far below the boundary
+    comp, images = evaluate_checkpoint(paths, snr_boundaries=[0.25], n_samples=3, metrics=(),
+                                       steps=4, x0_mse_t=ts, x0_mse_n=20, progress=False)
+    single = [evaluate_checkpoint(p, n_samples=1, metrics=(), steps=2, x0_mse_t=ts, x0_mse_n=20,
+                                  progress=False)[0] for p in paths]
+    assert images.shape == (3, 1, 8, 8) and comp["snr_boundaries"] == [0.25]
+    assert comp["x0_mse"][0] == pytest.approx(single[0]["x0_mse"][0], rel=1e-6)   # model 0 at high SNR
+    assert comp["x0_mse"][1] == pytest.approx(single[1]["x0_mse"][1], rel=1e-6)   # model 1 at low SNR
+    assert single[0]["x0_mse"][1] != pytest.approx(single[1]["x0_mse"][1], rel=1e-6)
+    with pytest.raises(ValueError, match="snr_boundaries=None for 2 checkpoints"):
+        evaluate_checkpoint(paths, n_samples=1, metrics=(), progress=False)
+    with pytest.raises(FileNotFoundError, match="checkpoint='nope.pt' does not exist"):
+        evaluate_checkpoint([paths[0], "nope.pt"], snr_boundaries=[0.25], metrics=(), progress=False)

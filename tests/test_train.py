@@ -46,6 +46,8 @@ def _equal_optim(a: dict, b: dict) -> bool:
     ("label_dropout", 1.5, "label_dropout=1.5"),
     ("device", "gpu", "device='gpu'"),
     ("steps", 2.5, "steps=2.5"),
+    ("max_minutes", 0, "max_minutes=0"),
+    ("init_from", "", "init_from=''"),
 ])
 def test_config_rejects_bad_values(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -238,6 +240,33 @@ def test_resume_rejects_a_changed_config(tmp_path):
         train(tiny(steps=2, lr=1e-3, out_dir=str(tmp_path)), progress=False)
     more = train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)   # longer is allowed
     assert more.step == 2 and [r["step"] for r in more.history] == [1, 2]
+
+
+def test_max_minutes_stops_at_the_first_log_line_past_the_budget(tmp_path):
+    # a budget this small is past after the first step: the run stops there, with a checkpoint
+    res = train(tiny(steps=50, max_minutes=1e-9, out_dir=str(tmp_path)), progress=False)
+    assert res.step == 1 and load_checkpoint(tmp_path / LATEST)["step"] == 1
+    # the budget may change on resume (equal-time runs extended later)
+    more = train(tiny(steps=3, max_minutes=None, out_dir=str(tmp_path)), progress=False)
+    assert more.step == 3
+
+
+def test_init_from_starts_a_new_run_from_other_weights(tmp_path):
+    src = train(tiny(steps=2, out_dir=str(tmp_path / "src")), progress=False)
+    cfg = tiny(steps=0, init_from=str(tmp_path / "src" / LATEST), out_dir=str(tmp_path / "dst"))
+    dst = train(cfg, progress=False)
+    assert _equal_states(dst.method.state_dict(), src.method.state_dict())
+    assert _equal_states(dst.ema.state_dict(), src.method.state_dict())    # EMA starts at the raw weights
+    fresh = train(cfg.replace(init_from=None, out_dir=None), progress=False)
+    assert not _equal_states(fresh.method.state_dict(), src.method.state_dict())
+    # the optimizer starts fresh: after one more step its Adam step count is 1, not 3
+    train(cfg.replace(steps=1), progress=False)
+    opt = load_checkpoint(tmp_path / "dst" / LATEST)["optimizer"]["state"]
+    assert {float(v["step"]) for v in opt.values()} == {1.0}
+    with pytest.raises(FileNotFoundError, match="init_from='nope.pt' does not exist"):
+        train(cfg.replace(init_from="nope.pt", out_dir=None), progress=False)
+    with pytest.raises(ValueError, match="init_from=.*another network"):
+        train(cfg.replace(preset="small", out_dir=None), progress=False)
 
 
 def test_resume_from_a_corrupt_checkpoint_names_the_file(tmp_path):

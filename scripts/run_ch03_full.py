@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Chapter 3's full runs: weightings, SNR splitting, guidance, respacing and learn_sigma, trained and
+evaluated through the papermill experiment notebooks. Results: results/ch03_full/.
+
+    .venv/bin/python scripts/run_ch03_full.py              # everything (about 1.5 h on 2 CPU cores)
+    .venv/bin/python scripts/run_ch03_full.py --list       # the jobs and whether they are done
+    .venv/bin/python scripts/run_ch03_full.py --only w-p2-s0 split-s0
+
+Every run: the `patched` method (VP, linear T=1000, x0-prediction), preset `small` at P=2 on
+Fashion-MNIST 32×32 (a 16×16 grid), batch 64, STEPS optimizer steps, bf16 autocast, one thread.
+Every evaluation: N_SAMPLES EMA samples (seed 0) against 1,000 training images (FID, KID,
+precision/recall), and the held-out x0-MSE at 12 steps t on 1,000 test images.
+Jobs are chains (train, then its evaluations) run WORKERS at a time, one thread each; a job whose
+output exists is skipped, so an interrupted run continues where it stopped (training resumes
+from its last checkpoint). Settings (environment): STEPS=2000, N_SAMPLES=1000, WORKERS=2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS, OUT = Path("runs/ch03_full"), Path("results/ch03_full")     # relative to ROOT (the cwd)
+STEPS = int(os.environ.get("STEPS", 2000))
+N_SAMPLES = int(os.environ.get("N_SAMPLES", 1000))
+WORKERS = int(os.environ.get("WORKERS", 2))
+WEIGHTINGS = ["sqrt_snr", "p2", "snr", "snr+1", "truncated_snr"]
+SEEDS = [0, 1]
+X0_MSE_T = [5, 95, 185, 275, 365, 455, 545, 635, 725, 815, 905, 995]   # linspace(5, 995, 12)
+COMMON = dict(method="patched", preset="small", patch_size=2, dataset="fashion_mnist", batch_size=64,
+              amp="bf16", sample_every=500, ckpt_every=250, steps=STEPS)
+GUIDANCE = [0.0, 1.0, 1.5, 2.0, 3.0]
+RESPACE = [25, 50, 100, 250]
+
+
+def train_job(name: str, **params) -> dict:
+    return {"kind": "train", "name": name, "params": {**COMMON, **params, "out_dir": str(RUNS / name)}}
+
+
+def eval_job(name: str, run, *, sampler="ddim", steps=50, n=N_SAMPLES, **params) -> dict:
+    """run: a training run's name, or a list of them (an SNR split, model 0 first)."""
+    ckpt = ([str(RUNS / r / "latest.pt") for r in run] if isinstance(run, list)
+            else str(RUNS / run / "latest.pt"))
+    return {"kind": "evaluate", "name": name, "run": run,
+            "params": {"checkpoint": ckpt, "sampler": sampler, "steps": steps, "n_samples": n,
+                       "n_ref": 1000, "batch_size": 100, "x0_mse_t": X0_MSE_T,
+                       "out_json": str(OUT / f"{name}.json"), "out_grid": str(OUT / f"{name}.png"),
+                       **params}}
+
+
+def chains() -> list[list[dict]]:
+    """Sequential job lists, in the order they are started (longest and most important first)."""
+    cc = "cc-s0"
+    out = [[train_job(cc, class_cond=True, seed=0)]
+           + [eval_job(f"{cc}-w{w:g}", cc, guidance=w) for w in GUIDANCE]]
+    for seed in SEEDS:
+        for w in WEIGHTINGS:
+            out.append([train_job(f"w-{w}-s{seed}", weighting=w, seed=seed),
+                        eval_job(f"w-{w}-s{seed}", f"w-{w}-s{seed}")])
+        m0, m1 = f"split-s{seed}/model0", f"split-s{seed}/model1"
+        out.append([train_job(m0, method="patched-snr:inf>0.25", weighting="sqrt_snr", seed=seed, steps=STEPS // 2),
+                    train_job(m1, method="patched-snr:0.25>0", weighting="sqrt_snr", seed=seed, steps=STEPS // 2,
+                              init_from=str(RUNS / m0 / "latest.pt")),
+                    eval_job(f"split-s{seed}", [m0, m1], snr_boundaries=[0.25])])
+        if seed == 0:
+            out.append([train_job("ls-s0", learn_sigma=True, weighting="sqrt_snr", seed=0),
+                        eval_job("ls-s0-ddpm50", "ls-s0", sampler="ddpm"),
+                        eval_job("w-sqrt_snr-s0-ddpm50", "w-sqrt_snr-s0", sampler="ddpm")])
+    # respacing of the guided model at w = 1.5 (its training is the first chain's)
+    out.append([eval_job(f"{cc}-w1.5-steps{k}", cc, guidance=1.5, steps=k, n=N_SAMPLES // 2) for k in RESPACE])
+    return out
+
+
+def done(job: dict) -> bool:
+    if job["kind"] == "train":
+        return (Path(job["params"]["out_dir"]) / "done.json").is_file()
+    return Path(job["params"]["out_json"]).is_file()
+
+
+def run(job: dict) -> None:
+    name, kind = job["name"], job["kind"]
+    notebook = ROOT / "notebooks" / "experiments" / f"{kind}.ipynb"
+    log_base = RUNS / f"{name}.{kind}"
+    log_base.parent.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    params = dict(job["params"])
+    if kind == "train":    # TrainConfig fields the notebook has no parameter for go through `extra`
+        nb_params = {"method", "preset", "dataset", "class_cond", "patch_size", "weighting", "batch_size",
+                     "steps", "amp", "seed", "sample_every", "ckpt_every", "out_dir", "init_from"}
+        extra = {k: params.pop(k) for k in list(params) if k not in nb_params}
+        params["extra"] = extra
+    else:
+        for r in ([job["run"]] if isinstance(job["run"], str) else job["run"]):
+            if not (RUNS / r / "done.json").is_file():
+                raise RuntimeError(f"{name}: its training run {r} has not finished")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [str(ROOT / ".venv" / "bin" / "papermill"), "-k", "python3", "--cwd", str(ROOT), str(notebook),
+           f"{log_base}.ipynb", "-y", json.dumps(params)]
+    t0 = time.time()
+    print(f"[{time.strftime('%H:%M:%S')}] start {kind} {name}", flush=True)
+    with open(f"{log_base}.log", "w") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    if rc != 0:
+        raise RuntimeError(f"{kind} {name} failed (exit {rc}); see {log_base}.log")
+    if kind == "train":
+        out = Path(params["out_dir"])
+        for f in ("config.json", "metrics.jsonl"):
+            dst = OUT / f"{name.replace('/', '-')}.{f}"
+            shutil.copyfile(out / f, dst)
+        (out / "done.json").write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
+    print(f"[{time.strftime('%H:%M:%S')}] done  {kind} {name} in {time.time() - t0:.0f} s", flush=True)
+
+
+def run_chain(chain: list[dict]) -> str | None:
+    try:
+        for job in chain:
+            if not done(job):
+                run(job)
+    except Exception as e:                                   # report, let the other chains go on
+        print(f"FAILED: {e}", flush=True)
+        return str(e)
+    return None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--list", action="store_true", help="list the jobs and whether each is done")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only the chains containing these job names")
+    args = p.parse_args()
+    os.chdir(ROOT)
+    cs = chains()
+    if args.only:
+        unknown = set(args.only) - {j["name"] for c in cs for j in c}
+        if unknown:
+            p.error(f"--only {sorted(unknown)}: no such job; see --list")
+        cs = [c for c in cs if any(j["name"] in args.only for j in c)]
+    if args.list:
+        for c in cs:
+            for j in c:
+                print(f"{'done' if done(j) else 'todo'}  {j['kind']:<8} {j['name']}")
+        return 0
+    with ThreadPoolExecutor(WORKERS) as pool:
+        errors = [e for e in pool.map(run_chain, cs) if e]
+    print(f"{len(errors)} chain(s) failed" if errors else f"all done: {OUT}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
