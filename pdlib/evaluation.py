@@ -122,8 +122,9 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
               "method": cfg.method if not snr_boundaries else repr(method), "preset": cfg.preset,
               "snr_boundaries": list(snr_boundaries) if snr_boundaries else None,
               "dataset": cfg.dataset, "resolution": method.resolution, "sampler": sampler or "default",
-              "steps": steps, "nfe_per_image": nfe, "guidance": guidance, "seed": seed,
-              "sampling_seconds": round(t_sample, 2), "ref_split": ref_split, "ref_seed": ref_seed}
+              "steps": steps, "nfe_per_image": nfe, "guidance": guidance,
+              "dynamic_threshold": bool(method.class_cond and guidance != 1.0 and method.threshold_guided),
+              "seed": seed, "sampling_seconds": round(t_sample, 2), "ref_split": ref_split, "ref_seed": ref_seed}
     if metrics:
         t0 = time.perf_counter()
         result.update(M.evaluate(images, cfg.dataset, method.resolution, n_ref, metrics=tuple(metrics),

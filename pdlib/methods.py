@@ -40,6 +40,7 @@ class Method:
 
     name: str = "base"
     default_sample_steps: int = 18          # sampler steps when sample(steps=None)
+    threshold_guided: bool = False          # sample(guidance != 1): dynamic thresholding of x̂0 too
 
     def __init__(self, cfg):
         cfg = copy.copy(cfg)
@@ -149,8 +150,10 @@ class Method:
                 class_labels = torch.arange(n) % self.num_classes
             cond["class_labels"] = torch.as_tensor(class_labels, dtype=torch.int64, device=device)
             if guidance != 1.0:
-                from pdlib.samplers import CFGDenoiser
+                from pdlib.samplers import CFGDenoiser, DynamicThreshold
                 D = CFGDenoiser(D, guidance, self.null_label)
+                if self.threshold_guided:
+                    D = DynamicThreshold(D)
         elif guidance != 1.0:
             raise ValueError(f"guidance={guidance!r} needs a class-conditional method; allowed: 1.0")
         return D, cond, device
@@ -279,6 +282,8 @@ class PatchedMethod(VPMethod):
     """Luhman & Luhman: a VP method whose U-Net runs on the P× space-to-depth grid with a sin-cos
     position embedding; x0-prediction with λ = √SNR by default. SNR splitting: a subclass that
     overrides `t_sampler` (per-model SNR interval) and `sample` (model by SNR)."""
+
+    threshold_guided = True     # Luhman & Luhman's sampler: dynamic thresholding of x̂0 under guidance
 
     @classmethod
     def defaults(cls, cfg):

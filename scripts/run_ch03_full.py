@@ -72,6 +72,7 @@ def chains() -> list[list[dict]]:
         if seed == 0:
             out.append([train_job("ls-s0", learn_sigma=True, weighting="sqrt_snr", seed=0),
                         eval_job("ls-s0-ddpm50", "ls-s0", sampler="ddpm"),
+                        eval_job("ls-s0", "ls-s0"),
                         eval_job("w-sqrt_snr-s0-ddpm50", "w-sqrt_snr-s0", sampler="ddpm")])
     # respacing of the guided model at w = 1.5 (its training is the first chain's)
     out.append([eval_job(f"{cc}-w1.5-steps{k}", cc, guidance=1.5, steps=k, n=N_SAMPLES // 2) for k in RESPACE])

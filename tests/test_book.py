@@ -162,3 +162,16 @@ def test_strict_build_renders_math_and_widgets_in_chromium(tmp_path):
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, f"check_book {page}:\n{run.stdout}\n{run.stderr}"
         assert shot.stat().st_size > 10_000
+
+
+def test_result_helpers_read_files_and_name_metrics(tmp_path):
+    from pdlib.book import md_table, metric, read_json, read_log
+    (tmp_path / "r.json").write_text(json.dumps({"FID@1k": 48.6, "KID@1k": 0.02, "KID_std@1k": 0.001}))
+    (tmp_path / "m.jsonl").write_text('{"step": 1}\n\n{"step": 2}\n')
+    r = read_json(tmp_path / "r.json")
+    assert metric(r, "FID") == ("FID@1k", 48.6) and metric(r, "KID") == ("KID@1k", 0.02)
+    with pytest.raises(KeyError, match="name='IS'.*allowed"):
+        metric(r, "IS")
+    assert read_json(tmp_path / "missing.json") is None
+    assert [x["step"] for x in read_log(tmp_path / "m.jsonl")] == [1, 2]
+    assert md_table(["a", "b"], [[1, 2.34567]]) == "| a | b |\n|---|---|\n| 1 | 2.346 |"

@@ -121,3 +121,20 @@ def test_guidance_is_in_eps_space_and_thresholded():
     assert bool(th.abs().le(1 + 1e-6).all())
     y0 = m.sample(3, generator=torch.Generator().manual_seed(0), steps=4, guidance=w)
     assert y0.shape == (3, 1, 8, 8)
+
+
+def test_patched_sampling_thresholds_only_when_guided():
+    torch.manual_seed(0)
+    m = _method(class_cond=True, num_classes=10)
+    torch.nn.init.normal_(m.net.conv_out.weight, std=2.0)          # x̂0 far outside [-1, 1]
+    torch.nn.init.normal_(m.net.label_embed.weight, std=1.0)
+
+    def peak(guidance, thresholded):
+        m.threshold_guided, seen = thresholded, []
+        m.sample(3, generator=torch.Generator().manual_seed(0), steps=4, guidance=guidance,
+                 callback=lambda d: seen.append(d["denoised"].abs().max().item()))
+        return max(seen)
+
+    assert type(m).threshold_guided is True               # Luhman & Luhman's sampler
+    assert peak(3.0, True) <= 1 + 1e-6                    # guided: x̂0 dynamically thresholded
+    assert peak(3.0, False) > 1.5 and peak(1.0, True) > 1.5   # off, or unguided: untouched
