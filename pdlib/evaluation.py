@@ -27,7 +27,7 @@ def generate(method, n: int, *,
              class_labels=None,              # int64 [n] labels; None = 0, 1, …, K−1, 0, … (conditional methods)
              device=None,                    # where to sample; None = where the method's weights are
              progress: bool = True) -> tuple[torch.Tensor, float]:
-    """(images [n, C, H, W] in [-1, 1] on the CPU, network evaluations per image)."""
+    """(images [n, C, H, W] in [-1, 1] on the CPU, network evaluations per image; a guided step counts 2)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} is invalid; allowed: an integer >= 1")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -41,7 +41,7 @@ def generate(method, n: int, *,
     counter = NFECounter(inner)
     method.denoiser = counter                      # count every call the sampler makes
     kwargs = {} if sampler is None else {"sampler": sampler}
-    out, calls_times_batch = [], 0
+    out, rows = [], 0
     try:
         for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
             b = min(batch_size, n - start)
@@ -49,11 +49,11 @@ def generate(method, n: int, *,
             counter.reset()
             x = method.sample(b, generator=g, steps=steps, class_labels=labels, guidance=guidance,
                               device=device, **kwargs)
-            calls_times_batch += counter.nfe * b
+            rows += counter.rows                  # images through the net (CFG doubles them)
             out.append(x.float().cpu())
     finally:
         method.denoiser = inner
-    return torch.cat(out), calls_times_batch / n
+    return torch.cat(out), rows / n
 
 
 def write_json(obj: dict, path) -> Path:

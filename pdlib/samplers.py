@@ -316,25 +316,29 @@ class ClipDenoiser(nn.Module):
 
 
 class NFECounter(nn.Module):
-    """Counts network function evaluations: `.nfe` += 1 per (batched) call."""
+    """Counts network function evaluations: `.nfe` += 1 per (batched) call, and `.rows` += the
+    images in it; rows/batch is the NFE per image, which counts a guided step twice when a
+    CFGDenoiser outside the counter doubles the batch."""
 
     def __init__(self, denoiser):
         super().__init__()
-        self.denoiser, self.nfe = denoiser, 0
+        self.denoiser, self.nfe, self.rows = denoiser, 0, 0
 
     @property
     def learn_sigma(self) -> bool:
         return _inner_learn_sigma(self.denoiser)
 
     def reset(self) -> None:
-        self.nfe = 0
+        self.nfe, self.rows = 0, 0
 
     def forward(self, x, sigma, **cond):
         self.nfe += 1
+        self.rows += x.shape[0]
         return self.denoiser(x, sigma, **cond)
 
     def forward_with_variance(self, x, sigma, **cond):
         self.nfe += 1
+        self.rows += x.shape[0]
         return self.denoiser.forward_with_variance(x, sigma, **cond)
 
 
