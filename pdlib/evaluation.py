@@ -6,6 +6,7 @@ per image. `evaluate_checkpoint` adds the FID-family metrics of `pdlib.metrics.e
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -37,22 +38,18 @@ def generate(method, n: int, *,
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     if class_labels is None and method.class_cond:
         class_labels = torch.arange(n) % method.num_classes
-    inner = method.denoiser
-    counter = NFECounter(inner)
-    method.denoiser = counter                      # count every call the sampler makes
+    counted = copy.copy(method)                    # a shallow view whose denoiser counts calls;
+    counted.denoiser = counter = NFECounter(method.denoiser)   # the caller's method is untouched
     kwargs = {} if sampler is None else {"sampler": sampler}
     out, rows = [], 0
-    try:
-        for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
-            b = min(batch_size, n - start)
-            labels = None if class_labels is None else torch.as_tensor(class_labels)[start:start + b]
-            counter.reset()
-            x = method.sample(b, generator=g, steps=steps, class_labels=labels, guidance=guidance,
-                              device=device, **kwargs)
-            rows += counter.rows                  # images through the net (CFG doubles them)
-            out.append(x.float().cpu())
-    finally:
-        method.denoiser = inner
+    for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
+        b = min(batch_size, n - start)
+        labels = None if class_labels is None else torch.as_tensor(class_labels)[start:start + b]
+        counter.reset()
+        x = counted.sample(b, generator=g, steps=steps, class_labels=labels, guidance=guidance,
+                           device=device, **kwargs)
+        rows += counter.rows                       # images through the net (CFG doubles them)
+        out.append(x.float().cpu())
     return torch.cat(out), rows / n
 
 

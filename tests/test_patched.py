@@ -143,6 +143,8 @@ def test_patched_sampling_thresholds_only_when_guided():
 def test_generate_counts_a_guided_step_as_two_evaluations():
     from pdlib.evaluation import generate
     m = _method(class_cond=True, num_classes=10)
+    D = m.denoiser
     _, nfe_plain = generate(m, 5, batch_size=3, steps=4, guidance=1.0, progress=False)
     _, nfe_guided = generate(m, 5, batch_size=3, steps=4, guidance=1.5, progress=False)
     assert nfe_plain == 4 and nfe_guided == 8      # DDIM-4; CFG runs the net on cond and null labels
+    assert m.denoiser is D                          # counting leaves the caller's method alone
