@@ -120,10 +120,11 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Fields that may differ between a checkpoint's config and the config that resumes it.
-RESUMABLE_CHANGES = frozenset({"steps", "kimg", "max_minutes", "log_every", "sample_every", "sample_n",
-                               "sample_steps", "ckpt_every", "ckpt_keep", "out_dir", "resume",
-                               "device", "compile", "amp"})
+# Fields that may differ between a checkpoint's config and the config that resumes it
+# (init_from only chooses the weights of a new run: a resumed run takes its checkpoint's).
+RESUMABLE_CHANGES = frozenset({"steps", "kimg", "max_minutes", "init_from", "log_every",
+                               "sample_every", "sample_n", "sample_steps", "ckpt_every", "ckpt_keep",
+                               "out_dir", "resume", "device", "compile", "amp"})
 
 
 def _check(cond: bool, name: str, value, allowed: str) -> None:

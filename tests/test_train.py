@@ -263,6 +263,8 @@ def test_init_from_starts_a_new_run_from_other_weights(tmp_path):
     train(cfg.replace(steps=1), progress=False)
     opt = load_checkpoint(tmp_path / "dst" / LATEST)["optimizer"]["state"]
     assert {float(v["step"]) for v in opt.values()} == {1.0}
+    # resuming takes the checkpoint's weights, whatever init_from says now
+    assert train(cfg.replace(steps=2, init_from=None), progress=False).step == 2
     with pytest.raises(FileNotFoundError, match="init_from='nope.pt' does not exist"):
         train(cfg.replace(init_from="nope.pt", out_dir=None), progress=False)
     with pytest.raises(ValueError, match="init_from=.*another network"):
