@@ -26,6 +26,7 @@ def generate(method, n: int, *,
              steps: int | None = None,       # sampler steps; None = the method's default
              guidance: float = 1.0,          # classifier-free guidance scale w (class-conditional methods)
              class_labels=None,              # int64 [n] labels; None = 0, 1, …, K−1, 0, … (conditional methods)
+             dynamic_threshold: bool | None = None,  # under guidance, threshold x̂0 dynamically; None = the method's default
              device=None,                    # where to sample; None = where the method's weights are
              progress: bool = True) -> tuple[torch.Tensor, float]:
     """(images [n, C, H, W] in [-1, 1] on the CPU, network evaluations per image; a guided step counts 2)."""
@@ -40,6 +41,8 @@ def generate(method, n: int, *,
         class_labels = torch.arange(n) % method.num_classes
     counted = copy.copy(method)                    # a shallow view whose denoiser counts calls;
     counted.denoiser = counter = NFECounter(method.denoiser)   # the caller's method is untouched
+    if dynamic_threshold is not None:
+        counted.threshold_guided = bool(dynamic_threshold)
     kwargs = {} if sampler is None else {"sampler": sampler}
     out, rows = [], 0
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
@@ -101,17 +104,20 @@ def x0_mse(method, ts, n: int = 1000, seed: int = 0, batch_size: int = 250, devi
 def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000, ref_split: str = "train",
                         metrics=("fid", "kid", "pr"), batch_size: int = 100, seed: int = 0, ref_seed: int = 0,
                         sampler: str | None = None, steps: int | None = None, guidance: float = 1.0,
-                        snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000,
+                        dynamic_threshold: bool | None = None, snr_boundaries=None, x0_mse_t=(),
+                        x0_mse_n: int = 1000,
                         device="cpu", progress: bool = True) -> tuple[dict, torch.Tensor]:
     """Sample a checkpoint's EMA weights (or a split model's: a list of checkpoints and their
-    snr_boundaries) and measure them: (results dict, the samples). x0_mse_t: also the held-out
+    snr_boundaries) and measure them: (results dict, the samples). dynamic_threshold: override
+    the method's choice of thresholding x̂0 under guidance. x0_mse_t: also the held-out
     x0-MSE at these steps t of a VP method, on x0_mse_n test images."""
     from pdlib import metrics as M
 
     method = load_for_evaluation(checkpoint, snr_boundaries, device=device)
     t0 = time.perf_counter()
     images, nfe = generate(method, n_samples, batch_size=batch_size, seed=seed, sampler=sampler,
-                           steps=steps, guidance=guidance, device=device, progress=progress)
+                           steps=steps, guidance=guidance, dynamic_threshold=dynamic_threshold,
+                           device=device, progress=progress)
     t_sample = time.perf_counter() - t0
     cfg = method.cfg
     result = {"checkpoint": checkpoint if isinstance(checkpoint, (list, tuple)) and len(checkpoint) > 1
@@ -120,7 +126,8 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
               "snr_boundaries": list(snr_boundaries) if snr_boundaries else None,
               "dataset": cfg.dataset, "resolution": method.resolution, "sampler": sampler or "default",
               "steps": steps, "nfe_per_image": nfe, "guidance": guidance,
-              "dynamic_threshold": bool(method.class_cond and guidance != 1.0 and method.threshold_guided),
+              "dynamic_threshold": bool(method.class_cond and guidance != 1.0 and (
+                  method.threshold_guided if dynamic_threshold is None else dynamic_threshold)),
               "seed": seed, "sampling_seconds": round(t_sample, 2), "ref_split": ref_split, "ref_seed": ref_seed}
     if metrics:
         t0 = time.perf_counter()

@@ -148,3 +148,13 @@ def test_generate_counts_a_guided_step_as_two_evaluations():
     _, nfe_guided = generate(m, 5, batch_size=3, steps=4, guidance=1.5, progress=False)
     assert nfe_plain == 4 and nfe_guided == 8      # DDIM-4; CFG runs the net on cond and null labels
     assert m.denoiser is D                          # counting leaves the caller's method alone
+
+
+def test_evaluation_can_switch_guided_thresholding_off():
+    from pdlib.evaluation import generate
+    m = _method(class_cond=True, num_classes=10)
+    torch.nn.init.normal_(m.net.conv_out.weight, std=2.0)
+    on, _ = generate(m, 4, steps=3, guidance=3.0, progress=False)
+    off, _ = generate(m, 4, steps=3, guidance=3.0, dynamic_threshold=False, progress=False)
+    again, _ = generate(m, 4, steps=3, guidance=3.0, progress=False)
+    assert not torch.equal(on, off) and torch.equal(on, again) and m.threshold_guided
