@@ -166,8 +166,10 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
 
 
 def _log_sub_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """log(e^a − e^b) for a >= b, without cancellation."""
-    return a + torch.log1p(-torch.exp(b - a).clamp(max=1 - 1e-15))
+    """log(e^a − e^b) for a >= b, without cancellation. The clamp keeps it finite when a ≈ b: it must
+    be representable (1 − 1e-15 rounds to 1 in float32, and a −inf here, even in the branch a
+    torch.where discards, turns every gradient of the batch into NaN)."""
+    return a + torch.log1p(-torch.exp(b - a).clamp(max=1 - torch.finfo(a.dtype).eps))
 
 
 def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
@@ -204,8 +206,12 @@ def vb_terms_bpd(schedule: VPSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: t
     frac = (var_values + 1) / 2                                    # [−1, 1] → [0, 1]
     model_logvar = frac * g(betas.log()) + (1 - frac) * g(post_logvar)
     kl = _mean_flat(normal_kl(true_mean, g(post_logvar), model_mean, model_logvar)) / math.log(2.0)
-    nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar)) / math.log(2.0)
-    return torch.where(t.to(x0.device) == 0, nll, kl)
+    first = (t.to(x0.device) == 0).nonzero().squeeze(1)           # the decoder term only where t = 0
+    if len(first) == 0:
+        return kl
+    nll = -_mean_flat(discretized_gaussian_log_likelihood(x0[first], model_mean[first],
+                                                          0.5 * model_logvar[first])) / math.log(2.0)
+    return kl.index_put((first,), nll)
 
 
 # ----------------------------------------------------------------------------------------------
