@@ -4,7 +4,8 @@
     torchrun --standalone --nproc_per_node=2 -m pdlib.train --dataset digits --preset tiny ...
 
 Features: AdamW with linear lr warm-up; EMA by half-life in images with EDM's ramp-up;
-gradient accumulation; gradient clipping; nan_to_num on gradients; AMP (bf16, or fp16 with a
+gradient accumulation; gradient clipping; nan_to_num on gradients (the steps it had to fix are
+counted in the log as nonfinite_grad_steps, with a warning); AMP (bf16, or fp16 with a
 GradScaler on CUDA); DistributedDataParallel (gloo on CPU, nccl on CUDA); tqdm; metrics.jsonl;
 sample grids of the EMA model; atomic checkpoints with exact resume.
 
@@ -34,6 +35,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -544,6 +546,7 @@ def _train(cfg, d: _Dist, device, progress, callback, resume) -> TrainResult:
                desc=f"{cfg.method}/{cfg.preset}")
     loss_sum = torch.zeros((), device=device,
                            dtype=torch.float32 if device.type == "mps" else torch.float64)
+    nonfinite = torch.zeros((), device=device, dtype=torch.int32)   # steps with NaN/inf gradients
     n_seen, t_last = 0, time.perf_counter()
     t_start = t_last - t_resumed
     stop = False
@@ -570,9 +573,11 @@ def _train(cfg, d: _Dist, device, progress, callback, resume) -> TrainResult:
                 loss_sum += losses.detach().double().sum()
             if scaler is not None:
                 scaler.unscale_(opt)
-            for p in params:
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads and scaler is None:          # counted, not hidden (fp16: the scaler skips such steps)
+                nonfinite += (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).to(nonfinite.dtype)
+            for g_ in grads:
+                torch.nan_to_num(g_, nan=0.0, posinf=1e5, neginf=-1e5, out=g_)
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if scaler is not None:
@@ -594,7 +599,12 @@ def _train(cfg, d: _Dist, device, progress, callback, resume) -> TrainResult:
                 record = {"step": step, "kimg": step * cfg.batch_size / 1000,
                           "loss": total.item() / n_seen, "lr": lr,
                           "img_per_s": n_seen / max(now - t_last, 1e-9),
-                          "time": now - t_start}
+                          "time": now - t_start, "nonfinite_grad_steps": int(nonfinite.item())}
+                if record["nonfinite_grad_steps"] and d.main:
+                    warnings.warn(f"step {step}: {record['nonfinite_grad_steps']} of the last "
+                                  f"{n_seen // cfg.batch_size} steps had NaN/inf gradients (zeroed "
+                                  "by nan_to_num before the update): check the loss", RuntimeWarning)
+                nonfinite.zero_()
                 history.append(record)
                 loss_sum.zero_()
                 n_seen, t_last = 0, now

@@ -182,7 +182,8 @@ def test_tiny_run_writes_metrics_samples_and_checkpoints(tmp_path):
     assert result.step == 4
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4]
-    assert set(lines[0]) == {"step", "kimg", "loss", "lr", "img_per_s", "time"}
+    assert set(lines[0]) == {"step", "kimg", "loss", "lr", "img_per_s", "time", "nonfinite_grad_steps"}
+    assert all(r["nonfinite_grad_steps"] == 0 for r in lines)
     assert lines[-1]["kimg"] == pytest.approx(4 * 16 / 1000) and math.isfinite(lines[-1]["loss"])
     grids = sorted((tmp_path / "samples").glob("*.png"))
     assert [g.name for g in grids] == ["0000002.png", "0000004.png"]
@@ -384,3 +385,23 @@ def test_cli_runs_and_reports_bad_values(tmp_path, capsys):
     assert summary["step"] == 2 and (tmp_path / LATEST).is_file()
     assert main(["--method", "nope"]) == 2
     assert "method='nope'" in capsys.readouterr().err
+
+
+def test_nonfinite_gradients_are_counted_and_warned(monkeypatch):
+    real = EDMMethod.loss
+
+    def nan_on_odd_steps(self, x0, labels, generator, denoiser=None):
+        loss = real(self, x0, labels, generator, denoiser=denoiser)
+        return loss * torch.tensor(float("nan")) if self._calls % 2 else loss
+
+    calls = {"n": 0}
+
+    def counting(self, *a, **k):
+        self._calls = calls["n"]
+        calls["n"] += 1
+        return nan_on_odd_steps(self, *a, **k)
+
+    monkeypatch.setattr(EDMMethod, "loss", counting)
+    with pytest.warns(RuntimeWarning, match="NaN/inf gradients"):
+        res = train(tiny(method="edm", steps=4, log_every=4, out_dir=None), progress=False)
+    assert res.history[-1]["nonfinite_grad_steps"] == 2
