@@ -27,6 +27,7 @@ def generate(method, n: int, *,
              guidance: float = 1.0,          # classifier-free guidance scale w (class-conditional methods)
              class_labels=None,              # int64 [n] labels; None = 0, 1, …, K−1, 0, … (conditional methods)
              dynamic_threshold: bool | None = None,  # under guidance, threshold x̂0 dynamically; None = the method's default
+             variance: str | None = None,    # the 'ddpm' sampler's reverse variance (samplers.ddpm_sample); None = its default
              device=None,                    # where to sample; None = where the method's weights are
              progress: bool = True) -> tuple[torch.Tensor, float]:
     """(images [n, C, H, W] in [-1, 1] on the CPU, network evaluations per image; a guided step counts 2)."""
@@ -44,6 +45,11 @@ def generate(method, n: int, *,
     if dynamic_threshold is not None:
         counted.threshold_guided = bool(dynamic_threshold)
     kwargs = {} if sampler is None else {"sampler": sampler}
+    if variance is not None:
+        if sampler != "ddpm":
+            raise ValueError(f"variance={variance!r} with sampler={sampler!r}; allowed: variance=None, "
+                             "or sampler='ddpm' (the only sampler with a reverse variance)")
+        kwargs["variance"] = variance
     out, rows = [], 0
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         b = min(batch_size, n - start)
@@ -101,23 +107,61 @@ def x0_mse(method, ts, n: int = 1000, seed: int = 0, batch_size: int = 250, devi
             "x0_mse": mse.tolist(), "x0_mse_mean": float(mse.mean()), "x0_mse_n": len(data.images)}
 
 
+@torch.no_grad()
+def variance_weights(method, ts, n: int = 250, seed: int = 0, device="cpu") -> dict:
+    """Where a model that learns its variances puts them: the interpolation weight v of
+    log Σ = v·log β_t + (1−v)·log β̃_t (Nichol & Dhariwal 2021, eq. 15) on n test images noised at
+    each step t of the training schedule: its mean and 1st/99th percentiles over pixels, and
+    log(β_t/β̃_t), the span that v scales. v in [0, 1] puts Σ between β̃_t and β_t."""
+    from pdlib.data import load_dataset
+    D = method.denoiser
+    if not (getattr(D, "learn_sigma", False) and hasattr(D, "forward_with_variance")):
+        raise ValueError("variance_weights needs a method that learns its variances (learn_sigma=True)")
+    sched = method.schedule
+    data = load_dataset(method.cfg.dataset, resolution=method.resolution, n=n, seed=seed, split="test")
+    x0 = data.images.to(device)
+    labels = data.labels.to(device) if method.class_cond else None
+    g = torch.Generator().manual_seed(seed)
+    abar = sched.alphas_cumprod.double()
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    beta = sched.betas.double()
+    out = {"v_t": [], "v_mean": [], "v_p01": [], "v_p99": [], "log_beta_ratio": []}
+    for t in (int(t) for t in ts):
+        if not 1 <= t < sched.T:
+            raise ValueError(f"t={t} is invalid; allowed: 1 <= t < {sched.T} (β̃_0 = 0)")
+        sigma = float(((1 - abar[t]) / abar[t]).sqrt())
+        x = x0 + sigma * torch.randn(x0.shape, generator=g).to(device)
+        cond = {} if labels is None else {"class_labels": labels}
+        _, v = D.forward_with_variance(x, torch.full((len(x),), sigma, device=device), **cond)
+        v = v.double().flatten().cpu()
+        q = torch.quantile(v[torch.randperm(v.numel(), generator=g)[:1_000_000]],
+                           torch.tensor([0.01, 0.99], dtype=torch.float64))
+        beta_tilde = beta[t] * (1 - abar_prev[t]) / (1 - abar[t])
+        for k, val in (("v_t", t), ("v_mean", float(v.mean())), ("v_p01", float(q[0])),
+                       ("v_p99", float(q[1])), ("log_beta_ratio", float((beta[t] / beta_tilde).log()))):
+            out[k].append(val)
+    return out
+
+
 def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000, ref_split: str = "train",
                         metrics=("fid", "kid", "pr"), batch_size: int = 100, seed: int = 0, ref_seed: int = 0,
                         sampler: str | None = None, steps: int | None = None, guidance: float = 1.0,
-                        dynamic_threshold: bool | None = None, snr_boundaries=None, x0_mse_t=(),
+                        dynamic_threshold: bool | None = None, variance: str | None = None,
+                        snr_boundaries=None, x0_mse_t=(),
                         x0_mse_n: int = 1000,
                         device="cpu", progress: bool = True) -> tuple[dict, torch.Tensor]:
     """Sample a checkpoint's EMA weights (or a split model's: a list of checkpoints and their
     snr_boundaries) and measure them: (results dict, the samples). dynamic_threshold: override
-    the method's choice of thresholding x̂0 under guidance. x0_mse_t: also the held-out
-    x0-MSE at these steps t of a VP method, on x0_mse_n test images."""
+    the method's choice of thresholding x̂0 under guidance. variance: the DDPM sampler's reverse
+    variance. x0_mse_t: also the held-out x0-MSE at these steps t of a VP method, on x0_mse_n
+    test images (and, for a model that learns its variances, their interpolation weights there)."""
     from pdlib import metrics as M
 
     method = load_for_evaluation(checkpoint, snr_boundaries, device=device)
     t0 = time.perf_counter()
     images, nfe = generate(method, n_samples, batch_size=batch_size, seed=seed, sampler=sampler,
                            steps=steps, guidance=guidance, dynamic_threshold=dynamic_threshold,
-                           device=device, progress=progress)
+                           variance=variance, device=device, progress=progress)
     t_sample = time.perf_counter() - t0
     cfg = method.cfg
     result = {"checkpoint": checkpoint if isinstance(checkpoint, (list, tuple)) and len(checkpoint) > 1
@@ -125,7 +169,7 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
               "method": cfg.method if not snr_boundaries else repr(method), "preset": cfg.preset,
               "snr_boundaries": list(snr_boundaries) if snr_boundaries else None,
               "dataset": cfg.dataset, "resolution": method.resolution, "sampler": sampler or "default",
-              "steps": steps, "nfe_per_image": nfe, "guidance": guidance,
+              "steps": steps, "nfe_per_image": nfe, "guidance": guidance, "variance": variance,
               "dynamic_threshold": bool(method.class_cond and guidance != 1.0 and (
                   method.threshold_guided if dynamic_threshold is None else dynamic_threshold)),
               "seed": seed, "sampling_seconds": round(t_sample, 2), "ref_split": ref_split, "ref_seed": ref_seed}
@@ -136,4 +180,6 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
         result["metric_seconds"] = round(time.perf_counter() - t0, 2)
     if x0_mse_t:
         result.update(x0_mse(method, x0_mse_t, n=x0_mse_n, seed=ref_seed, device=device))
+        if getattr(method.denoiser, "learn_sigma", False):
+            result.update(variance_weights(method, x0_mse_t, n=min(x0_mse_n, 250), seed=ref_seed, device=device))
     return result, images

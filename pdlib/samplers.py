@@ -154,18 +154,21 @@ def ddpm_sample(denoiser, x: torch.Tensor, sigmas, *, variance: str = "auto",
     """Ho et al. 2020, Algorithm 2 with the posterior q(x_{t−1}|x_t, x̂0) between consecutive σ's; last step returns the mean.
 
     variance: 'posterior' β̃ (default), 'prior' β, 'learned' (Nichol & Dhariwal 2021, eq. 15:
-    log Σ = v·log β + (1−v)·log β̃ from `denoiser.forward_with_variance`), or 'auto' (learned when the
-    denoiser has `learn_sigma` true and `forward_with_variance`, else posterior). Start from
+    log Σ = v·log β + (1−v)·log β̃ from `denoiser.forward_with_variance`), 'learned_clipped' (the
+    same with v clipped to [0, 1], so that β̃ ≤ Σ ≤ β), or 'auto' (learned when the denoiser has
+    `learn_sigma` true and `forward_with_variance`, else posterior). β and β̃ are those of the
+    step taken (of the respaced schedule): a v outside [0, 1], which the hybrid loss learns when
+    the mean's error exceeds β̃ − β, extrapolates further on a coarser schedule. Start from
     x = √(1+σ0²)·ε (`prior_sample(..., vp=True)`).
     """
     _check_x(x)
     s = _check_sigmas(sigmas)
-    allowed = ("auto", "posterior", "prior", "learned")
+    allowed = ("auto", "posterior", "prior", "learned", "learned_clipped")
     if variance not in allowed:
         raise ValueError(f"variance={variance!r} is invalid; allowed: {allowed}")
     learned = getattr(denoiser, "learn_sigma", False) and hasattr(denoiser, "forward_with_variance")
-    if variance == "learned" and not learned:
-        raise ValueError("variance='learned' needs a denoiser with learn_sigma=True and "
+    if variance.startswith("learned") and not learned:
+        raise ValueError(f"variance={variance!r} needs a denoiser with learn_sigma=True and "
                          "forward_with_variance (e.g. VPPrecond(..., learn_sigma=True))")
     if variance == "auto":
         variance = "learned" if learned else "posterior"
@@ -173,8 +176,10 @@ def ddpm_sample(denoiser, x: torch.Tensor, sigmas, *, variance: str = "auto",
     x_cur = x.to(torch.float64)
     for i in range(s.numel() - 1):
         sigma, sigma_next = s[i].item(), s[i + 1].item()
-        if variance == "learned":
+        if variance.startswith("learned"):
             denoised, v = _call_with_variance(denoiser, x_cur, sigma, cond)
+            if variance == "learned_clipped":
+                v = v.clamp(0.0, 1.0)
         else:
             denoised, v = _call(denoiser, x_cur, sigma, cond), None
         # Posterior mean in σ-space: x̂0 + (σ'²/σ²)(x − x̂0) (= Ho et al. eq. 7 divided by √ᾱ').

@@ -79,6 +79,9 @@ def chains() -> list[list[dict]]:
             out.append([train_job("ls-s0", learn_sigma=True, weighting="sqrt_snr", seed=0),
                         eval_job("ls-s0-ddpm50", "ls-s0", sampler="ddpm"),
                         eval_job("w-sqrt_snr-s0-ddpm50", "w-sqrt_snr-s0", sampler="ddpm")])
+    # the learned-variance model's other reverse variances: v clipped to [0, 1], and fixed β̃
+    out.append([eval_job(f"ls-s0-ddpm50-{v}", "ls-s0", sampler="ddpm", variance=var)
+                for v, var in (("clipped", "learned_clipped"), ("posterior", "posterior"))])
     # respacing of the guided model at w = 1.5 (its training is the first chain's)
     out.append([eval_job(f"{cc}-w1.5-steps{k}", cc, guidance=1.5, steps=k, n=N_SAMPLES // 2) for k in RESPACE])
     return out

@@ -158,3 +158,27 @@ def test_evaluation_can_switch_guided_thresholding_off():
     off, _ = generate(m, 4, steps=3, guidance=3.0, dynamic_threshold=False, progress=False)
     again, _ = generate(m, 4, steps=3, guidance=3.0, progress=False)
     assert not torch.equal(on, off) and torch.equal(on, again) and m.threshold_guided
+
+
+def test_learned_variance_sampling_options_and_weights():
+    """generate passes the DDPM reverse variance on; variance_weights reads v and log(β/β̃)."""
+    from pdlib.evaluation import generate, variance_weights
+    m = _method(learn_sigma=True)
+    torch.nn.init.normal_(m.net.conv_out.weight, std=0.5)     # the zero init would output x̂0 = 0
+    clipped, _ = generate(m, 3, steps=4, sampler="ddpm", variance="learned_clipped", progress=False)
+    posterior, _ = generate(m, 3, steps=4, sampler="ddpm", variance="posterior", progress=False)
+    assert clipped.shape == (3, 1, 8, 8) and not torch.equal(clipped, posterior)
+    with pytest.raises(ValueError, match="variance='posterior' with sampler='ddim'"):
+        generate(m, 1, steps=2, sampler="ddim", variance="posterior", progress=False)
+    for p in m.net.conv_out.parameters():          # output 0 everywhere: v = (0 + 1)/2 = 0.5
+        torch.nn.init.zeros_(p)
+    w = variance_weights(m, [1, 10, 500], n=5)
+    assert w["v_t"] == [1, 10, 500]
+    assert w["v_mean"] == pytest.approx([0.5] * 3) and w["v_p01"] == pytest.approx([0.5] * 3)
+    abar = vp_schedule("linear").alphas_cumprod.double()
+    expected = [math.log((1 - abar[t]) / (1 - abar[t - 1])) for t in (1, 10, 500)]   # β/β̃ = (1−ᾱ_t)/(1−ᾱ_{t−1})
+    assert w["log_beta_ratio"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="t=0"):
+        variance_weights(m, [0], n=2)
+    with pytest.raises(ValueError, match="learn_sigma"):
+        variance_weights(_method(), [5], n=2)

@@ -130,6 +130,20 @@ def test_ddpm_learned_variance_interpolates():
         run(gaussian_D, "learned")
 
 
+def test_ddpm_clipped_learned_variance_stays_between_posterior_and_prior():
+    """v outside [0, 1] extrapolates log Σ beyond [log β̃, log β]; 'learned_clipped' clips v first."""
+    sig = sampling_sigmas(respace(vp_schedule("linear"), "20"))
+    x = prior_sample((256, 2, 2, 2), sig, torch.Generator().manual_seed(5), dtype=torch.float64)
+    run = lambda d, var: ddpm_sample(d, x, sig, variance=var, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(run(VarDenoiser(4.0), "learned_clipped"), run(gaussian_D, "prior"))
+    torch.testing.assert_close(run(VarDenoiser(-3.0), "learned_clipped"), run(gaussian_D, "posterior"))
+    torch.testing.assert_close(run(VarDenoiser(0.3), "learned_clipped"), run(VarDenoiser(0.3), "learned"))
+    # unclipped, v = 4 adds more noise than the prior variance β: the samples spread wider
+    assert run(VarDenoiser(4.0), "learned").std() > 1.2 * run(gaussian_D, "prior").std()
+    with pytest.raises(ValueError, match="learned_clipped"):
+        run(gaussian_D, "learned_clipped")
+
+
 def test_determinism_and_seeds():
     sig = edm_sigmas(8)
     x = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 80
