@@ -2,7 +2,7 @@
 """Chapter 3's full runs: weightings, SNR splitting, guidance, respacing and learn_sigma, trained and
 evaluated through the papermill experiment notebooks. Results: results/ch03_full/.
 
-    .venv/bin/python scripts/run_ch03_full.py              # everything (about 1.5 h on 2 CPU cores)
+    .venv/bin/python scripts/run_ch03_full.py              # everything (about 2 h on 2 CPU cores)
     .venv/bin/python scripts/run_ch03_full.py --list       # the jobs and whether they are done
     .venv/bin/python scripts/run_ch03_full.py --only cc-s0-w3      # just these jobs
 
