@@ -158,7 +158,7 @@ def ddpm_sample(denoiser, x: torch.Tensor, sigmas, *, variance: str = "auto",
     same with v clipped to [0, 1], so that β̃ ≤ Σ ≤ β), or 'auto' (learned when the denoiser has
     `learn_sigma` true and `forward_with_variance`, else posterior). β and β̃ are those of the
     step taken (of the respaced schedule): a v outside [0, 1], which the hybrid loss learns when
-    the mean's error exceeds β̃ − β, extrapolates further on a coarser schedule. Start from
+    the mean's error makes the best Σ exceed β, extrapolates further on a coarser schedule. Start from
     x = √(1+σ0²)·ε (`prior_sample(..., vp=True)`).
     """
     _check_x(x)
