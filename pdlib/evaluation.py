@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pdlib.samplers import NFECounter
+from pdlib.samplers import NFECounter, learns_variance
 
 __all__ = ["generate", "evaluate_checkpoint", "load_for_evaluation", "x0_mse", "write_json"]
 
@@ -115,30 +115,27 @@ def variance_weights(method, ts, n: int = 250, seed: int = 0, device="cpu") -> d
     log(β_t/β̃_t), the span that v scales. v in [0, 1] puts Σ between β̃_t and β_t."""
     from pdlib.data import load_dataset
     D = method.denoiser
-    if not (getattr(D, "learn_sigma", False) and hasattr(D, "forward_with_variance")):
+    if not learns_variance(D):
         raise ValueError("variance_weights needs a method that learns its variances (learn_sigma=True)")
     sched = method.schedule
     data = load_dataset(method.cfg.dataset, resolution=method.resolution, n=n, seed=seed, split="test")
     x0 = data.images.to(device)
     labels = data.labels.to(device) if method.class_cond else None
     g = torch.Generator().manual_seed(seed)
-    abar = sched.alphas_cumprod.double()
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    beta = sched.betas.double()
+    log_ratio = (sched.betas / sched.posterior_variance).log()       # log(β_t/β̃_t); +inf at t = 0
     out = {"v_t": [], "v_mean": [], "v_p01": [], "v_p99": [], "log_beta_ratio": []}
     for t in (int(t) for t in ts):
         if not 1 <= t < sched.T:
             raise ValueError(f"t={t} is invalid; allowed: 1 <= t < {sched.T} (β̃_0 = 0)")
-        sigma = float(((1 - abar[t]) / abar[t]).sqrt())
+        sigma = float(sched.sigmas[t])
         x = x0 + sigma * torch.randn(x0.shape, generator=g).to(device)
         cond = {} if labels is None else {"class_labels": labels}
         _, v = D.forward_with_variance(x, torch.full((len(x),), sigma, device=device), **cond)
         v = v.double().flatten().cpu()
         q = torch.quantile(v[torch.randperm(v.numel(), generator=g)[:1_000_000]],
                            torch.tensor([0.01, 0.99], dtype=torch.float64))
-        beta_tilde = beta[t] * (1 - abar_prev[t]) / (1 - abar[t])
         for k, val in (("v_t", t), ("v_mean", float(v.mean())), ("v_p01", float(q[0])),
-                       ("v_p99", float(q[1])), ("log_beta_ratio", float((beta[t] / beta_tilde).log()))):
+                       ("v_p99", float(q[1])), ("log_beta_ratio", float(log_ratio[t]))):
             out[k].append(val)
     return out
 
@@ -180,6 +177,6 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
         result["metric_seconds"] = round(time.perf_counter() - t0, 2)
     if x0_mse_t:
         result.update(x0_mse(method, x0_mse_t, n=x0_mse_n, seed=ref_seed, device=device))
-        if getattr(method.denoiser, "learn_sigma", False):
+        if learns_variance(method.denoiser):
             result.update(variance_weights(method, x0_mse_t, n=min(x0_mse_n, 250), seed=ref_seed, device=device))
     return result, images

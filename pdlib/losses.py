@@ -194,7 +194,7 @@ def vb_terms_bpd(schedule: VPSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: t
     abar = schedule.alphas_cumprod.to(x0.device)
     abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
     betas = schedule.betas.to(x0.device)
-    post_var = betas * (1 - abar_prev) / (1 - abar)                # β̃_t
+    post_var = schedule.posterior_variance.to(x0.device)           # β̃_t
     post_logvar = torch.cat([post_var[1:2], post_var[1:]]).log()   # clipped at t = 0 (β̃_0 = 0)
     c0 = betas * abar_prev.sqrt() / (1 - abar)                     # posterior mean coefficient on x0
     ct = (1 - betas).sqrt() * (1 - abar_prev) / (1 - abar)         # … and on x_t

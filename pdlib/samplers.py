@@ -166,7 +166,7 @@ def ddpm_sample(denoiser, x: torch.Tensor, sigmas, *, variance: str = "auto",
     allowed = ("auto", "posterior", "prior", "learned", "learned_clipped")
     if variance not in allowed:
         raise ValueError(f"variance={variance!r} is invalid; allowed: {allowed}")
-    learned = getattr(denoiser, "learn_sigma", False) and hasattr(denoiser, "forward_with_variance")
+    learned = learns_variance(denoiser)
     if variance.startswith("learned") and not learned:
         raise ValueError(f"variance={variance!r} needs a denoiser with learn_sigma=True and "
                          "forward_with_variance (e.g. VPPrecond(..., learn_sigma=True))")
@@ -216,7 +216,9 @@ def prior_sample(shape, sigmas, generator: torch.Generator | None = None, vp: bo
 # ----------------------------------------------------------------------------------------------
 # Denoiser wrappers: each is again a denoiser D(x, σ, **cond).
 
-def _inner_learn_sigma(denoiser) -> bool:
+def learns_variance(denoiser) -> bool:
+    """True when a denoiser (or the one a wrapper holds) learns its variances: `learn_sigma` set and
+    `forward_with_variance` there (VPPrecond(..., learn_sigma=True) and the wrappers around it)."""
     return bool(getattr(denoiser, "learn_sigma", False)) and hasattr(denoiser, "forward_with_variance")
 
 
@@ -237,7 +239,7 @@ class CFGDenoiser(nn.Module):
 
     @property
     def learn_sigma(self) -> bool:
-        return _inner_learn_sigma(self.denoiser)
+        return learns_variance(self.denoiser)
 
     def _doubled(self, x, sigma, class_labels, cond):
         """The batch twice: [conditional; unconditional], every per-sample tensor duplicated."""
@@ -280,7 +282,7 @@ class DynamicThreshold(nn.Module):
 
     @property
     def learn_sigma(self) -> bool:
-        return _inner_learn_sigma(self.denoiser)
+        return learns_variance(self.denoiser)
 
     def threshold(self, x0: torch.Tensor) -> torch.Tensor:
         s = torch.quantile(x0.detach().abs().reshape(x0.shape[0], -1).to(torch.float64), self.quantile, dim=1)
@@ -310,7 +312,7 @@ class ClipDenoiser(nn.Module):
 
     @property
     def learn_sigma(self) -> bool:
-        return _inner_learn_sigma(self.denoiser)
+        return learns_variance(self.denoiser)
 
     def forward(self, x, sigma, **cond):
         return self.denoiser(x, sigma, **cond).clamp(self.lo, self.hi)
@@ -331,7 +333,7 @@ class NFECounter(nn.Module):
 
     @property
     def learn_sigma(self) -> bool:
-        return _inner_learn_sigma(self.denoiser)
+        return learns_variance(self.denoiser)
 
     def reset(self) -> None:
         self.nfe, self.rows = 0, 0

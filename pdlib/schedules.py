@@ -73,6 +73,13 @@ class VPSchedule:
         return ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
 
     @property
+    def posterior_variance(self) -> torch.Tensor:
+        """β̃_t = β_t(1−ᾱ_{t−1})/(1−ᾱ_t), the variance of q(x_{t−1}|x_t, x0) (Ho et al. 2020, eq. 7); β̃_0 = 0."""
+        abar = self.alphas_cumprod
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        return self.betas * (1 - abar_prev) / (1 - abar)
+
+    @property
     def snr(self) -> torch.Tensor:
         """SNR_t = ᾱ_t/(1−ᾱ_t) = 1/σ_t² (Kingma et al. 2021)."""
         return self.alphas_cumprod / (1 - self.alphas_cumprod)

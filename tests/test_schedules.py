@@ -150,3 +150,15 @@ def test_sampling_and_edm_sigmas():
 def test_bad_inputs(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+def test_posterior_variance_closed_form():
+    """β̃_t = β_t(1−ᾱ_{t−1})/(1−ᾱ_t): 0 at t = 0, below β_t after, and → β_t as ᾱ → 0."""
+    s = vp_schedule("linear")
+    pv = s.posterior_variance
+    assert pv[0] == 0 and pv.dtype == torch.float64
+    abar = s.alphas_cumprod
+    for t in (1, 10, 500, 999):
+        assert pv[t].item() == pytest.approx(s.betas[t].item() * (1 - abar[t - 1].item()) / (1 - abar[t].item()), rel=1e-12)
+    assert bool((pv[1:] < s.betas[1:]).all())
+    assert pv[-1].item() == pytest.approx(s.betas[-1].item(), rel=1e-4)
