@@ -24,6 +24,7 @@ from common import (BENCH_UNET, QUICK_UNET, PeakMemory, autocast_ctx, flops_per_
                     matmul_gflops, parse_common, start, time_fn, train_step_fn, write_json)
 from pdlib.nets import UNet, count_params, unet_preset
 from pdlib.patching import depth_to_space, space_to_depth
+from pdlib.precond import SIGMA_DATA
 
 
 def build_peer(family: dict, grid: int, channels: int, device: torch.device):
@@ -85,7 +86,7 @@ def loss_curve(device, precision: str, steps: int, quick: bool, seed: int = 0) -
     net = unet_preset("tiny" if quick else "small", in_channels=1, resolution=32, patch_size=2).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
-    sigma_data, losses = 0.5, []
+    sigma_data, losses = SIGMA_DATA, []
     for _ in range(steps):
         x0 = data[torch.randint(len(data), (32,), generator=g)].to(device)
         sigma = (torch.randn(32, 1, 1, 1, generator=g) * 1.2 - 1.2).exp().to(device)

@@ -16,10 +16,12 @@ _PUBLIC = {
     "EDMPrecond": "precond", "VPPrecond": "precond",
     # losses
     "EDMLoss": "losses", "VPLoss": "losses", "loss_weight": "losses",
-    # samplers and denoiser wrappers
+    # samplers
     "edm_sample": "samplers", "euler_sample": "samplers", "ddim_sample": "samplers",
-    "ddpm_sample": "samplers", "prior_sample": "samplers", "CFGDenoiser": "samplers",
-    "DynamicThreshold": "samplers", "ClipDenoiser": "samplers", "NFECounter": "samplers",
+    "ddpm_sample": "samplers", "prior_sample": "samplers",
+    # denoiser wrappers
+    "CFGDenoiser": "denoisers", "DynamicThreshold": "denoisers", "ClipDenoiser": "denoisers",
+    "NFECounter": "denoisers", "SNRSplitDenoiser": "denoisers",
     # the exact denoiser of a finite data set
     "ideal_denoiser": "ideal",
     # networks, data, training
@@ -27,7 +29,7 @@ _PUBLIC = {
     "load_dataset": "data",
     "TrainConfig": "train", "train": "train",
 }
-_SUBMODULES = {"schedules", "precond", "losses", "samplers", "ideal", "nets", "patching", "data",
+_SUBMODULES = {"schedules", "precond", "losses", "samplers", "denoisers", "ideal", "nets", "patching", "data",
                "train", "checkpoint", "methods", "metrics", "viz", "book",
                "evaluation", "spectra", "splitting"}
 

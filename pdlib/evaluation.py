@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pdlib.samplers import NFECounter, learns_variance
+from pdlib.denoisers import NFECounter, learns_variance
 
 __all__ = ["generate", "evaluate_checkpoint", "load_for_evaluation", "x0_mse", "write_json"]
 
@@ -130,7 +130,7 @@ def variance_weights(method, ts, n: int = 250, seed: int = 0, device="cpu") -> d
         sigma = float(sched.sigmas[t])
         x = x0 + sigma * torch.randn(x0.shape, generator=g).to(device)
         cond = {} if labels is None else {"class_labels": labels}
-        _, v = D.forward_with_variance(x, torch.full((len(x),), sigma, device=device), **cond)
+        _, v = D.forward_with_variance(x, sigma, **cond)
         v = v.double().flatten().cpu()
         q = torch.quantile(v[torch.randperm(v.numel(), generator=g)[:1_000_000]],
                            torch.tensor([0.01, 0.99], dtype=torch.float64))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pdlib.precond import sigma_batch
+
 __all__ = ["ideal_denoiser", "ideal_posterior_weights", "IdealDenoiser"]
 
 # σ² is floored here: below it every softmax is already a hard arg-max in float64, and the floor
@@ -26,13 +28,7 @@ def _prepare(data: torch.Tensor, x: torch.Tensor, sigma) -> tuple[torch.Tensor, 
         raise ValueError(f"x has shape {tuple(getattr(x, 'shape', ()))}; allowed: [B, "
                          f"{', '.join(map(str, data.shape[1:]))}] (the shape of one data point)")
     B = x.shape[0]
-    s = torch.as_tensor(sigma, dtype=torch.float64).to(x.device).reshape(-1)
-    if s.numel() == 1:
-        s = s.expand(B)
-    if s.numel() != B:
-        raise ValueError(f"sigma has {s.numel()} entries; allowed: a scalar or one per sample ({B})")
-    if bool(s.isnan().any()) or bool((s < 0).any()):
-        raise ValueError("sigma must be >= 0 and not NaN (inf is allowed: the data mean)")
+    s = sigma_batch(sigma, B, x.device)                                    # (B,) float64; σ = ∞ allowed
     inv_var = 1 / (s ** 2).clamp(min=_SIGMA2_MIN)                          # (B,) 1/σ², 0 at σ = ∞
     return x.reshape(B, -1).to(torch.float64), inv_var, s
 

@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from pdlib.precond import prediction_target, x0_from_prediction, PREDICTIONS
+from pdlib.precond import PREDICTIONS, SIGMA_DATA, prediction_target, x0_from_prediction
 from pdlib.schedules import VPSchedule
 
 __all__ = [
@@ -69,8 +69,8 @@ def loss_weight(name: str, alphas_cumprod: torch.Tensor) -> torch.Tensor:
         if gamma <= 0:
             raise ValueError(f"name={name!r}: γ must be > 0")
         return snr.clamp(max=gamma)
-    if name == "edm":                                              # (σ²+σd²)/(σ·σd)², σd = 0.5
-        return 1 / 0.5 ** 2 + snr                                  # = 1/σd² + 1/σ² (finite at σ = ∞)
+    if name == "edm":                                              # (σ²+σd²)/(σ·σd)², σd = SIGMA_DATA
+        return 1 / SIGMA_DATA ** 2 + snr                           # = 1/σd² + 1/σ² (finite at σ = ∞)
     raise ValueError(f"name={name!r} is invalid; allowed: {WEIGHTINGS} (e.g. 'min_snr_5')")
 
 
@@ -83,7 +83,7 @@ class EDMLoss:
     def __init__(self,
         P_mean: float = -1.2,           # mean of ln σ during training
         P_std: float = 1.2,             # standard deviation of ln σ during training
-        sigma_data: float = 0.5,        # expected standard deviation of the training data
+        sigma_data: float = SIGMA_DATA, # expected standard deviation of the training data
     ):
         if not P_std > 0:
             raise ValueError(f"P_std={P_std!r} is invalid; allowed: a value > 0")

@@ -53,6 +53,7 @@ def depth_to_space(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def _divisors(n: int) -> list[int]:
+    """The divisors of n in increasing order (the patch sizes an n-pixel side allows); nets/unet.py uses it too."""
     return [d for d in range(1, n + 1) if n % d == 0]
 
 

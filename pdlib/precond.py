@@ -18,10 +18,14 @@ from pdlib.schedules import VPSchedule
 
 __all__ = [
     "EDMPrecond", "VPPrecond", "PREDICTIONS", "x0_from_prediction", "eps_from_x0",
-    "prediction_target", "sigma_batch",
+    "prediction_target", "sigma_batch", "SIGMA_DATA",
 ]
 
 PREDICTIONS = ("eps", "x0", "v")
+
+# σ_data, the expected standard deviation of the training data (Karras et al. 2022, Table 1): the
+# default of EDMPrecond, EDMLoss and the 'edm' weighting, so that they can only agree.
+SIGMA_DATA = 0.5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,7 +69,16 @@ def prediction_target(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tens
 # Shared helpers.
 
 def sigma_batch(sigma, batch: int, device) -> torch.Tensor:
-    """σ as a float64 tensor [B] on `device`, from a float, a 0-d tensor, or a [B] tensor."""
+    """σ as a float64 tensor [B] on `device`, from a float, a 0-d or 1-element tensor, or a [B] tensor.
+
+    The one place σ is normalised: the preconditioners, the samplers and the denoiser wrappers
+    all call it. A Python number is checked in Python, so no device synchronisation happens.
+    """
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        v = float(sigma)
+        if not v >= 0:                                                   # also rejects NaN
+            raise ValueError(f"sigma={v!r} is invalid; allowed: >= 0 and not NaN")
+        return torch.full((batch,), v, dtype=torch.float64, device=device)
     s = sigma if isinstance(sigma, torch.Tensor) else torch.as_tensor(sigma, dtype=torch.float64)
     s = s.to(device)
     if s.is_complex() or s.dtype == torch.bool:
@@ -100,10 +113,11 @@ def _net_input(x_in: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([x_in, extra.to(x_in.dtype)], dim=1)      # (B, C + E, H, W)
 
 
-def _check_x(x: torch.Tensor) -> None:
+def _check_x(x: torch.Tensor, where: str = "") -> None:
+    """x must be a float tensor [B, C, ...] (the samplers pass `where`, e.g. 'at noise level sigmas[0]')."""
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
         raise ValueError(f"x has shape {tuple(getattr(x, 'shape', ()))}; allowed: a float tensor "
-                         f"[B, C, ...]")
+                         f"[B, C, ...]{' ' + where if where else ''}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,7 +128,7 @@ class EDMPrecond(nn.Module):
 
     def __init__(self,
         net: nn.Module,                 # F(x_in, noise_labels, class_labels) -> [B, C, H, W]
-        sigma_data: float = 0.5,        # expected standard deviation of the training data
+        sigma_data: float = SIGMA_DATA, # expected standard deviation of the training data
     ):
         super().__init__()
         if not sigma_data > 0:

@@ -1,4 +1,4 @@
-"""Samplers in σ-space and denoiser wrappers (guidance, thresholding, SNR splitting, NFE counting).
+"""Samplers in σ-space (the denoiser wrappers they take are in `pdlib.denoisers`).
 
 Every sampler has the signature `(denoiser, x, sigmas, *, cond=None, generator=None,
 callback=None, ...) -> x` (as in k-diffusion): `x` is the starting state at noise level sigmas[0],
@@ -17,12 +17,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-__all__ = [
-    "edm_sample", "euler_sample", "ddim_sample", "ddpm_sample", "prior_sample",
-    "CFGDenoiser", "DynamicThreshold", "ClipDenoiser", "NFECounter", "SNRSplitDenoiser",
-]
+from pdlib.denoisers import learns_variance
+from pdlib.precond import _check_x, sigma_batch
+
+__all__ = ["edm_sample", "euler_sample", "ddim_sample", "ddpm_sample", "prior_sample"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,24 +39,18 @@ def _check_sigmas(sigmas) -> torch.Tensor:
     return s
 
 
-def _check_x(x) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
-        raise ValueError(f"x has shape {tuple(getattr(x, 'shape', ()))}; allowed: a float tensor "
-                         f"[B, C, ...] at noise level sigmas[0]")
-
-
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
 
 
 def _call(denoiser, x: torch.Tensor, sigma: float, cond: dict) -> torch.Tensor:
-    s = torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)  # (B,)
+    s = sigma_batch(float(sigma), x.shape[0], x.device)               # (B,) float64, as x here
     return denoiser(x, s, **cond).to(x.dtype)
 
 
 def _call_with_variance(denoiser, x: torch.Tensor, sigma: float, cond: dict):
-    s = torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
+    s = sigma_batch(float(sigma), x.shape[0], x.device)
     x0, v = denoiser.forward_with_variance(x, s, **cond)
     return x0.to(x.dtype), v.to(x.dtype)
 
@@ -71,7 +64,7 @@ def _report(callback, i, x, sigma, sigma_next, denoised) -> None:
 # ODE / SDE samplers of Karras et al. 2022.
 
 def _churn_sample(denoiser, x, sigmas, heun, S_churn, S_min, S_max, S_noise, cond, generator, callback):
-    _check_x(x)
+    _check_x(x, "at noise level sigmas[0]")
     s = _check_sigmas(sigmas)
     if not S_churn >= 0:
         raise ValueError(f"S_churn={S_churn!r} is invalid; allowed: a value >= 0")
@@ -128,7 +121,7 @@ def ddim_sample(denoiser, x: torch.Tensor, sigmas, *, eta: float = 0.0, cond: di
 
     η = 0 is deterministic (and equals Euler in σ); η = 1 is the DDPM posterior (ancestral sampling).
     """
-    _check_x(x)
+    _check_x(x, "at noise level sigmas[0]")
     s = _check_sigmas(sigmas)
     if not eta >= 0:
         raise ValueError(f"eta={eta!r} is invalid; allowed: a value >= 0")
@@ -161,7 +154,7 @@ def ddpm_sample(denoiser, x: torch.Tensor, sigmas, *, variance: str = "auto",
     the mean's error makes the best Σ exceed β, extrapolates further on a coarser schedule. Start from
     x = √(1+σ0²)·ε (`prior_sample(..., vp=True)`).
     """
-    _check_x(x)
+    _check_x(x, "at noise level sigmas[0]")
     s = _check_sigmas(sigmas)
     allowed = ("auto", "posterior", "prior", "learned", "learned_clipped")
     if variance not in allowed:
@@ -211,185 +204,3 @@ def prior_sample(shape, sigmas, generator: torch.Generator | None = None, vp: bo
     eps = torch.randn(tuple(shape), generator=generator, device=dev, dtype=dtype)
     scale = math.sqrt(1 + s0 ** 2) if vp else s0
     return (eps * scale).to(device or dev)
-
-
-# ----------------------------------------------------------------------------------------------
-# Denoiser wrappers: each is again a denoiser D(x, σ, **cond).
-
-def learns_variance(denoiser) -> bool:
-    """True when a denoiser (or the one a wrapper holds) learns its variances: `learn_sigma` set and
-    `forward_with_variance` there (VPPrecond(..., learn_sigma=True) and the wrappers around it)."""
-    return bool(getattr(denoiser, "learn_sigma", False)) and hasattr(denoiser, "forward_with_variance")
-
-
-class CFGDenoiser(nn.Module):
-    """Classifier-free guidance (Ho & Salimans 2022): D̃ = D_u + w·(D_c − D_u), both in one batched call.
-
-    Guidance on x̂0 equals guidance on ε̂ at the same (x, σ): ε̂ = (x − D)/σ is affine in D, so
-    ε̃ = ε_u + w(ε_c − ε_u) gives x − σε̃ = D_u + w(D_c − D_u). w = 1: conditional; w = 0: unconditional.
-    """
-
-    def __init__(self,
-        denoiser,                       # D(x, σ, class_labels=..., **cond)
-        scale: float,                   # guidance scale w
-        null_label: int,                # the label that means "no class" (num_classes)
-    ):
-        super().__init__()
-        self.denoiser, self.scale, self.null_label = denoiser, float(scale), int(null_label)
-
-    @property
-    def learn_sigma(self) -> bool:
-        return learns_variance(self.denoiser)
-
-    def _doubled(self, x, sigma, class_labels, cond):
-        """The batch twice: [conditional; unconditional], every per-sample tensor duplicated."""
-        if class_labels is None:
-            raise ValueError("CFGDenoiser needs class_labels; allowed: an int64 tensor [B]")
-        B = x.shape[0]
-        s = sigma if isinstance(sigma, torch.Tensor) else torch.as_tensor(sigma, dtype=x.dtype)
-        s = s.to(x.device).reshape(-1)
-        if s.numel() not in (1, B):
-            raise ValueError(f"sigma has {s.numel()} entries; allowed: a scalar or one per sample ({B})")
-        s = s.expand(B)
-        labels = torch.cat([class_labels, torch.full_like(class_labels, self.null_label)])
-        twice = lambda v: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == B else v
-        return torch.cat([x, x]), torch.cat([s, s]), labels, {k: twice(v) for k, v in cond.items()}
-
-    def forward(self, x, sigma, class_labels=None, **cond):
-        x2, s2, l2, c2 = self._doubled(x, sigma, class_labels, cond)
-        D_c, D_u = self.denoiser(x2, s2, class_labels=l2, **c2).chunk(2)
-        return D_u + self.scale * (D_c - D_u)
-
-    def forward_with_variance(self, x, sigma, class_labels=None, **cond):
-        """Guided x̂0, and the conditional half's variance values (as GLIDE/Luhman do)."""
-        x2, s2, l2, c2 = self._doubled(x, sigma, class_labels, cond)
-        x0, v = self.denoiser.forward_with_variance(x2, s2, class_labels=l2, **c2)
-        D_c, D_u = x0.chunk(2)
-        return D_u + self.scale * (D_c - D_u), v.chunk(2)[0]
-
-
-class DynamicThreshold(nn.Module):
-    """Saharia et al. 2022 (Imagen), dynamic thresholding: s = max(1, quantile_p |x̂0|) per sample, x̂0 ← clip(x̂0, ±s)/s."""
-
-    def __init__(self,
-        denoiser,                       # D(x, σ, **cond)
-        quantile: float = 0.995,        # percentile p of |x̂0| that sets the threshold s
-    ):
-        super().__init__()
-        if not 0.0 < quantile <= 1.0:
-            raise ValueError(f"quantile={quantile!r} is invalid; allowed: 0 < quantile <= 1")
-        self.denoiser, self.quantile = denoiser, float(quantile)
-
-    @property
-    def learn_sigma(self) -> bool:
-        return learns_variance(self.denoiser)
-
-    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
-        s = torch.quantile(x0.detach().abs().reshape(x0.shape[0], -1).to(torch.float64), self.quantile, dim=1)
-        s = s.clamp(min=1.0).to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))    # (B, 1, 1, 1)
-        return torch.maximum(torch.minimum(x0, s), -s) / s
-
-    def forward(self, x, sigma, **cond):
-        return self.threshold(self.denoiser(x, sigma, **cond))
-
-    def forward_with_variance(self, x, sigma, **cond):
-        x0, v = self.denoiser.forward_with_variance(x, sigma, **cond)
-        return self.threshold(x0), v
-
-
-class ClipDenoiser(nn.Module):
-    """x̂0 clipped to [lo, hi] (Ho et al. 2020 / ADM `clip_denoised`)."""
-
-    def __init__(self,
-        denoiser,                       # D(x, σ, **cond)
-        lo: float = -1.0,               # lower bound of the data range
-        hi: float = 1.0,                # upper bound of the data range
-    ):
-        super().__init__()
-        if not lo < hi:
-            raise ValueError(f"(lo, hi)=({lo!r}, {hi!r}) is invalid; allowed: lo < hi")
-        self.denoiser, self.lo, self.hi = denoiser, float(lo), float(hi)
-
-    @property
-    def learn_sigma(self) -> bool:
-        return learns_variance(self.denoiser)
-
-    def forward(self, x, sigma, **cond):
-        return self.denoiser(x, sigma, **cond).clamp(self.lo, self.hi)
-
-    def forward_with_variance(self, x, sigma, **cond):
-        x0, v = self.denoiser.forward_with_variance(x, sigma, **cond)
-        return x0.clamp(self.lo, self.hi), v
-
-
-class NFECounter(nn.Module):
-    """Counts network function evaluations: `.nfe` += 1 per (batched) call, and `.rows` += the
-    images in it; rows/batch is the NFE per image, which counts a guided step twice when a
-    CFGDenoiser outside the counter doubles the batch."""
-
-    def __init__(self, denoiser):
-        super().__init__()
-        self.denoiser, self.nfe, self.rows = denoiser, 0, 0
-
-    @property
-    def learn_sigma(self) -> bool:
-        return learns_variance(self.denoiser)
-
-    def reset(self) -> None:
-        self.nfe, self.rows = 0, 0
-
-    def forward(self, x, sigma, **cond):
-        self.nfe += 1
-        self.rows += x.shape[0]
-        return self.denoiser(x, sigma, **cond)
-
-    def forward_with_variance(self, x, sigma, **cond):
-        self.nfe += 1
-        self.rows += x.shape[0]
-        return self.denoiser.forward_with_variance(x, sigma, **cond)
-
-
-class SNRSplitDenoiser(nn.Module):
-    """Luhman & Luhman's SNR splitting: model k serves boundary[k] > SNR ≥ boundary[k+1], boundaries [∞, s1, …, 0]."""
-
-    def __init__(self,
-        denoisers,                      # [D_0, …, D_K]: D_0 for the highest SNR (lowest noise)
-        snr_boundaries,                 # the K inner boundaries s1 > … > sK > 0 (SNR = 1/σ²)
-    ):
-        super().__init__()
-        b = [float(v) for v in snr_boundaries]
-        if len(denoisers) != len(b) + 1:
-            raise ValueError(f"{len(denoisers)} denoisers for {len(b)} boundaries; allowed: "
-                             f"len(denoisers) = len(snr_boundaries) + 1")
-        if any(v <= 0 for v in b) or any(b[k + 1] >= b[k] for k in range(len(b) - 1)):
-            raise ValueError(f"snr_boundaries={b} is invalid; allowed: strictly decreasing values > 0")
-        self.denoisers = nn.ModuleList([d if isinstance(d, nn.Module) else _Fn(d) for d in denoisers])
-        self.snr_boundaries = b
-
-    def index(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Which model serves each σ: the number of boundaries with SNR < boundary."""
-        snr = 1 / sigma.to(torch.float64) ** 2
-        k = torch.zeros_like(snr, dtype=torch.int64)
-        for v in self.snr_boundaries:
-            k += (snr < v).to(torch.int64)
-        return k
-
-    def forward(self, x, sigma, **cond):
-        s = torch.as_tensor(sigma, dtype=torch.float64).to(x.device).reshape(-1).expand(x.shape[0])
-        k = self.index(s)
-        out = torch.empty_like(x)
-        for j in k.unique().tolist():
-            m = k == j
-            sub = {n: (v[m] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == x.shape[0] else v)
-                   for n, v in cond.items()}
-            out[m] = self.denoisers[j](x[m], s[m], **sub).to(x.dtype)
-        return out
-
-
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)

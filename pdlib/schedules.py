@@ -175,12 +175,23 @@ def zero_terminal_snr(schedule: VPSchedule) -> VPSchedule:
 
 
 def space_timesteps(T: int, spec) -> list[int]:
-    """ADM `space_timesteps` (Nichol & Dhariwal 2021, §4): the kept step indices for a spec in 0..T−1."""
+    """ADM `space_timesteps` (Nichol & Dhariwal 2021, §4): the kept step indices in 0..T−1, sorted.
+
+    spec 'ddimN': range(0, T, i) for the smallest stride i in [1, T) that gives exactly N steps.
+    Otherwise a count or comma-separated counts ('250', '10,15,20', or a list of ints): the T
+    steps are cut into len(counts) sections of T // len(counts) steps, the first T % len(counts)
+    of them one step longer, and section k keeps counts[k] of its steps evenly spaced from its
+    first to its last: start + round(cur) with cur = 0, then cur += (size − 1)/(count − 1) after
+    each, accumulated by repeated float addition and rounded by Python's round (half to even),
+    exactly as ADM does it, since at .5 ties that differs from rounding j·stride.
+    """
     bad = (f"spec={spec!r} is invalid; allowed: a step count '250', 'ddimN' (stride with exactly "
            f"N steps from 0), or comma-separated section counts '10,15,20' (each <= its section)")
     if isinstance(spec, int) and not isinstance(spec, bool):
         spec = str(spec)
     if isinstance(spec, (list, tuple)):
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in spec):
+            raise ValueError(bad)
         spec = ",".join(str(c) for c in spec)
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(bad)
@@ -189,28 +200,32 @@ def space_timesteps(T: int, spec) -> list[int]:
         if not re.fullmatch(r"ddim\d+", spec):
             raise ValueError(bad)
         n = int(spec[4:])
-        for stride in range(1, T + 1):
+        for stride in range(1, T):
             if len(range(0, T, stride)) == n:
                 return list(range(0, T, stride))
-        raise ValueError(f"spec={spec!r}: no integer stride gives exactly {n} steps out of T={T}; "
-                         f"allowed: N = ceil(T/stride) for some stride, e.g. "
-                         f"{sorted({len(range(0, T, s)) for s in range(1, T + 1)})[-6:]}")
+        raise ValueError(f"spec={spec!r}: no integer stride in [1, T) gives exactly {n} steps out "
+                         f"of T={T}; allowed: N = ceil(T/stride) for some stride 1 <= stride < T, e.g. "
+                         f"{sorted({len(range(0, T, i)) for i in range(1, T)})[-6:]}")
     if not re.fullmatch(r"\d+(,\d+)*", spec):
         raise ValueError(bad)
     counts = [int(c) for c in spec.split(",")]
-    if len(counts) > T:
-        raise ValueError(f"spec={spec!r} has {len(counts)} sections; allowed: at most T={T}")
-    size, extra = divmod(T, len(counts))
-    steps, start = [], 0
+    size_per, extra = divmod(T, len(counts))
+    steps, start = set(), 0
     for k, count in enumerate(counts):
-        section = size + (1 if k < extra else 0)
-        if count < 1 or count > section:
+        size = size_per + (1 if k < extra else 0)
+        if size < count:
             raise ValueError(f"spec={spec!r}: section {k} asks for {count} steps out of its "
-                             f"{section}; allowed: 1 <= count <= {section}")
-        stride = (section - 1) / (count - 1) if count > 1 else 1.0
-        steps += [start + round(j * stride) for j in range(count)]
-        start += section
-    return steps
+                             f"{size} (T={T} cut into {len(counts)} sections); allowed: "
+                             f"count <= {size}")
+        frac_stride = 1.0 if count <= 1 else (size - 1) / (count - 1)
+        cur = 0.0
+        for _ in range(count):
+            steps.add(start + round(cur))
+            cur += frac_stride
+        start += size
+    if not steps:
+        raise ValueError(f"spec={spec!r} keeps no step; allowed: at least one count >= 1")
+    return sorted(steps)
 
 
 def respace(schedule: VPSchedule, spec) -> VPSchedule:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pdlib.methods import build_method
-from pdlib.samplers import CFGDenoiser, DynamicThreshold, SNRSplitDenoiser
+from pdlib.denoisers import CFGDenoiser, DynamicThreshold, SNRSplitDenoiser
 from pdlib.schedules import snr_to_t, vp_schedule
 from pdlib.train import TrainConfig
 

@@ -1,4 +1,4 @@
-"""Samplers against closed forms for Gaussian data, and the denoiser wrappers.
+"""Samplers against closed forms for Gaussian data (the wrappers are tested in test_denoisers.py).
 
 For data x0 ~ N(μ, s²) per dimension the ideal denoiser is D(x, σ) = μ + s²/(s²+σ²)·(x − μ) and
 the probability-flow ODE dx/dσ = (x − D)/σ has the exact solution
@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from pdlib.schedules import edm_sigmas, respace, sampling_sigmas, vp_schedule
-from pdlib.samplers import (CFGDenoiser, ClipDenoiser, DynamicThreshold, NFECounter,
-                            SNRSplitDenoiser, ddim_sample, ddpm_sample, edm_sample, euler_sample,
-                            prior_sample)
+from pdlib.denoisers import DynamicThreshold, NFECounter
+from pdlib.samplers import ddim_sample, ddpm_sample, edm_sample, euler_sample, prior_sample
 
 MU = torch.tensor([0.3, -0.2], dtype=torch.float64).reshape(1, 2, 1, 1)
 S = torch.tensor([0.5, 0.8], dtype=torch.float64).reshape(1, 2, 1, 1)
@@ -175,82 +174,6 @@ def test_churn_changes_path_only_inside_window():
     inside = edm_sample(gaussian_D, x, sig, S_churn=30, S_min=0.05, S_max=50, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(plain, outside, rtol=0, atol=0)
     assert not torch.allclose(plain, inside)
-
-
-def labelled_D(x, sigma, class_labels=None, extra=None):
-    """A toy conditional denoiser: pulls x towards a label-dependent mean (label 10 = null)."""
-    target = class_labels.to(x.dtype).reshape(-1, 1, 1, 1) / 10
-    if extra is not None:
-        target = target + extra.mean(dim=1, keepdim=True)
-    return target + 0.1 * x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
-
-
-def test_cfg():
-    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
-    sigma = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    labels = torch.tensor([1, 3, 7])
-    extra = torch.randn(3, 1, 4, 4, dtype=torch.float64)
-    D_c = labelled_D(x, sigma, labels, extra)
-    D_u = labelled_D(x, sigma, torch.full_like(labels, 10), extra)
-    counter = NFECounter(labelled_D)
-    torch.testing.assert_close(CFGDenoiser(counter, 1.0, 10)(x, sigma, class_labels=labels, extra=extra), D_c)
-    assert counter.nfe == 1                                         # one batched call
-    torch.testing.assert_close(CFGDenoiser(labelled_D, 0.0, 10)(x, sigma, class_labels=labels, extra=extra), D_u)
-    w = 2.5
-    guided = CFGDenoiser(labelled_D, w, 10)(x, sigma, class_labels=labels, extra=extra)
-    # ε-space guidance gives the same x̂0: ε = (x − D)/σ is affine in D
-    s = sigma.reshape(-1, 1, 1, 1)
-    eps_c, eps_u = (x - D_c) / s, (x - D_u) / s
-    torch.testing.assert_close(x - s * (eps_u + w * (eps_c - eps_u)), guided)
-    with pytest.raises(ValueError, match="class_labels"):
-        CFGDenoiser(labelled_D, w, 10)(x, sigma)
-
-
-def test_dynamic_threshold_and_clip():
-    big = torch.linspace(-3, 3, 2 * 16).reshape(1, 2, 4, 4).double()
-    small = torch.linspace(-0.5, 0.5, 2 * 16).reshape(1, 2, 4, 4).double()
-    x0 = torch.cat([big, small])
-    dt = DynamicThreshold(lambda x, sigma: x, quantile=0.9)
-    out = dt(x0, 1.0)
-    assert out.abs().max().item() <= 1.0 + 1e-12
-    s = torch.quantile(big.abs().flatten(), 0.9).item()
-    torch.testing.assert_close(out[0], big[0].clamp(-s, s) / s)
-    torch.testing.assert_close(out[1], small[0])                    # s = max(1, q) = 1: unchanged
-    assert out[0].abs().max().item() == pytest.approx(1.0)
-    clip = ClipDenoiser(lambda x, sigma: x)(x0, 1.0)
-    assert clip.max().item() == 1.0 and clip.min().item() == -1.0
-    torch.testing.assert_close(clip[1], small[0])
-    with pytest.raises(ValueError, match="quantile"):
-        DynamicThreshold(lambda x, s: x, quantile=0.0)
-
-
-def test_wrappers_pass_learned_variance():
-    d = NFECounter(DynamicThreshold(CFGDenoiser(_LabelVar(), 2.0, 10)))
-    assert d.learn_sigma
-    x = torch.randn(2, 1, 2, 2, dtype=torch.float64)
-    x0, v = d.forward_with_variance(x, torch.ones(2, dtype=torch.float64), class_labels=torch.tensor([0, 1]))
-    torch.testing.assert_close(v, torch.full_like(x, 0.25))         # the conditional half's values
-    assert d.nfe == 1 and x0.abs().max() <= 1
-    assert not NFECounter(gaussian_D).learn_sigma
-
-
-class _LabelVar(torch.nn.Module):
-    learn_sigma = True
-
-    def forward_with_variance(self, x, sigma, class_labels=None):
-        v = torch.where(class_labels == 10, 0.75, 0.25).to(x.dtype).reshape(-1, 1, 1, 1).expand_as(x)
-        return labelled_D(x, sigma, class_labels), v
-
-
-def test_snr_split_denoiser_routes_by_snr():
-    hi = lambda x, sigma, **c: torch.zeros_like(x)                  # model 0: high SNR (σ ≤ 2)
-    lo = lambda x, sigma, **c: torch.ones_like(x)                   # model 1: low SNR
-    split = SNRSplitDenoiser([hi, lo], [0.25])                      # SNR 0.25 ⇔ σ = 2
-    x = torch.zeros(4, 1, 2, 2, dtype=torch.float64)
-    out = split(x, torch.tensor([0.1, 2.0, 2.0001, 50.0], dtype=torch.float64))
-    assert out[:, 0, 0, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
-    with pytest.raises(ValueError, match="snr_boundaries"):
-        SNRSplitDenoiser([hi, lo, hi], [0.25, 1.0])
 
 
 def test_prior_sample():

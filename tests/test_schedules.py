@@ -98,6 +98,78 @@ def test_respace_sections():
     assert steps[-1] == 999
 
 
+def _adm_space_timesteps(T, spec):
+    """Reference, written from the description of ADM's algorithm in plain Python (no pdlib):
+    'ddimN' is the smallest stride in [1, T) with exactly N steps; otherwise per section, steps
+    start + round(cur) with cur advanced by repeated float addition of (size − 1)/(count − 1)."""
+    if isinstance(spec, str) and spec.startswith("ddim"):
+        n = int(spec[4:])
+        for stride in range(1, T):
+            if len(range(0, T, stride)) == n:
+                return set(range(0, T, stride))
+        raise ValueError(spec)
+    counts = [int(c) for c in spec.split(",")] if isinstance(spec, str) else list(spec)
+    base, remainder = T // len(counts), T % len(counts)
+    kept, offset = set(), 0
+    for k, n in enumerate(counts):
+        length = base + 1 if k < remainder else base
+        if length < n:
+            raise ValueError(spec)
+        step = 1 if n <= 1 else (length - 1) / (n - 1)
+        position = 0.0
+        for _ in range(n):
+            kept.add(offset + round(position))
+            position = position + step
+        offset = offset + length
+    return kept
+
+
+def _agrees(T, spec):
+    assert space_timesteps(T, spec) == sorted(_adm_space_timesteps(T, spec)), (T, spec)
+
+
+def test_space_timesteps_matches_adm_for_every_single_count():
+    for n in range(1, 1001):
+        _agrees(1000, str(n))
+    assert space_timesteps(1000, 1000) == list(range(1000))
+    assert space_timesteps(1000, 1) == [0]
+
+
+def test_space_timesteps_matches_adm_for_sections_and_ddim():
+    import random
+    rng = random.Random(0)
+    specs = [(1000, f"{a},{b}") for a, b in
+             ((rng.randint(1, 500), rng.randint(1, 500)) for _ in range(300))]
+    specs += [(1000, f"{a},{b},{c}") for a, b, c in
+              ((rng.randint(1, 334), rng.randint(1, 333), rng.randint(1, 333)) for _ in range(300))]
+    specs += [(T, f"{rng.randint(1, T // 4)},{rng.randint(1, T // 4)},{rng.randint(1, T // 4)},"
+                  f"{rng.randint(1, T // 4)}") for T in (300, 401, 997) for _ in range(20)]
+    specs += [(1000, "500,500"), (1000, "334,333,333"), (1000, "1,1"), (1000, "10,15,20"),
+              (1000, "0,10"), (1000, "5,0,7"), (4000, "25,25,25,25"), (7, "2,2,1")]
+    for T, spec in specs:
+        _agrees(T, spec)
+    assert space_timesteps(1000, [10, 15, 20]) == space_timesteps(1000, "10,15,20")
+    for T in (1000, 300, 97, 2):
+        ddim = {len(range(0, T, i)) for i in range(1, T)}
+        for n in sorted(ddim)[:40] + sorted(ddim)[-5:]:
+            _agrees(T, f"ddim{n}")
+
+
+def test_space_timesteps_adm_at_half_ties():
+    """Where rounding j·stride and ADM's accumulated cur differ: .5 ties, banker's rounding."""
+    assert space_timesteps(1000, "21") == [
+        0, 50, 100, 150, 200, 250, 300, 350, 400, 450, 499, 549, 599, 649, 699, 749, 799, 849, 899,
+        949, 999]
+    assert space_timesteps(300, "10,15,20") == [
+        0, 11, 22, 33, 44, 55, 66, 77, 88, 99,
+        100, 107, 114, 121, 128, 135, 142, 149, 157, 164, 171, 178, 185, 192, 199,
+        200, 205, 210, 216, 221, 226, 231, 236, 242, 247, 252, 257, 263, 268, 273, 278, 283, 289,
+        294, 299]
+    assert space_timesteps(1000, "21") == sorted(_adm_space_timesteps(1000, "21"))
+    assert space_timesteps(300, "10,15,20") == sorted(_adm_space_timesteps(300, "10,15,20"))
+    assert respace(vp_schedule("linear"), "21").timesteps[10].item() == 499   # 10·49.95 would round to 500
+
+
 def test_respace_recomputes_betas_exactly():
     s = vp_schedule("cosine")
     r = respace(s, "10,15,20")
@@ -135,6 +207,10 @@ def test_sampling_and_edm_sigmas():
     (lambda: respace(vp_schedule("linear"), ""), "spec"),
     (lambda: respace(vp_schedule("linear"), "10,x"), "spec"),
     (lambda: respace(vp_schedule("linear"), "0"), "spec"),
+    (lambda: respace(vp_schedule("linear"), "0,0"), "spec"),
+    (lambda: respace(vp_schedule("linear"), [10, 2.5]), "spec"),
+    (lambda: respace(vp_schedule("linear"), "ddim1"), "ddim1"),    # ADM: no stride < T gives 1 step
+    (lambda: respace(vp_schedule("linear"), "400,400,400"), "400,400,400"),
     (lambda: respace(vp_schedule("linear"), "ddimx"), "spec"),
     (lambda: edm_sigmas(0), "n"),
     (lambda: edm_sigmas(5, sigma_min=0), "sigma_min"),

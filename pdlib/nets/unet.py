@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..patching import depth_to_space, sincos_2d, space_to_depth
+from ..patching import _divisors, depth_to_space, sincos_2d, space_to_depth
 from .layers import AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, timestep_embedding
 
 __all__ = ["UNet", "unet_preset", "UNET_PRESETS", "count_params"]
@@ -44,10 +44,6 @@ class _EmbedSequential(nn.ModuleList):
         for block in self:
             x = block(x, emb)
         return x
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _level_channels(model_channels: int, mult: float) -> int:

@@ -1,0 +1,28 @@
+"""Methods: one file each, a frozen options dataclass plus a `Method` subclass (see base.py).
+
+    edm.py       EDM (Karras et al. 2022)
+    vp.py        DDPM / ADM, with SNR splitting as the `snr_interval` option
+    patched.py   patching the U-Net (Luhman & Luhman 2022)
+    split.py     SplitMethod: SNR-split models composed for sampling
+
+`build_method(cfg)` builds the method of a `pdlib.config.TrainConfig` (resolved against its data
+set); `pdlib.pretrained.load_method(path)` rebuilds one from a checkpoint or exported weights.
+"""
+from pdlib.methods.base import METHODS, Batch, Method, MethodOptions, method_class, register
+from pdlib.methods.edm import EDMMethod, EDMOptions
+from pdlib.methods.vp import VPMethod, VPOptions
+from pdlib.methods.patched import PatchedMethod, PatchedOptions
+from pdlib.methods.split import SplitMethod, snr_intervals
+
+__all__ = ["METHODS", "Batch", "Method", "MethodOptions", "method_class", "register",
+           "EDMMethod", "EDMOptions", "VPMethod", "VPOptions", "PatchedMethod", "PatchedOptions",
+           "SplitMethod", "snr_intervals", "build_method"]
+
+
+def build_method(cfg) -> Method:
+    """The method of a TrainConfig, built from the config alone (its data shape must be filled:
+    train() and pdlib.config.resolve_config do that); the method's own defaults are filled first."""
+    cls = method_class(cfg.method.name)
+    cfg = cls.resolve(cfg)
+    cls.validate(cfg)
+    return cls(cfg)

@@ -1,0 +1,318 @@
+"""The one training loop of pdlib: every method, notebooks, papermill, the CLI and torchrun.
+
+Features: AdamW with linear lr warm-up; EMA by half-life in images with EDM's ramp-up;
+gradient accumulation; gradient clipping; nan_to_num on gradients (the steps it had to fix are
+counted in the log as nonfinite_grad_steps, with a warning); AMP (bf16, or fp16 with a
+GradScaler on CUDA); DistributedDataParallel (gloo on CPU, nccl on CUDA); tqdm; metrics.jsonl;
+sample grids of the EMA model (through the method); atomic checkpoints with exact resume.
+
+What the loss sees is the method's: `method.prepare_batch(images, labels, generator)` turns each
+data micro-batch into a `Batch` (crops, patches, tiles, blurred targets, …) that says how many
+images it holds, and the loss sum is divided by that count, so the loss is per image whatever
+the number of items a method makes of a batch.
+
+Randomness is counter-based: the data order of epoch e is drawn from a generator seeded by
+(seed, e), and micro-batch k of step s draws its batch preparation, noise, σ/t and label dropout
+from a generator seeded by (seed, s, k) and reseeds the global RNG (dropout inside the net) from
+the same key. Micro-batch k always covers images k·m … (k+1)·m−1 of the step's global batch,
+whichever rank or accumulation round computes it. Hence: resuming from a checkpoint replays
+nothing and is bit-for-bit exact on CPU, and world=2/accum=1 computes the very same micro-batches
+as world=1/accum=2 (equal up to the float order of the gradient sum).
+On CUDA the random draws are just as reproducible, but some kernels (atomic adds in convolution
+and attention backward passes, nccl all-reduce order) are not deterministic, so a resumed CUDA run
+matches to float round-off (~1e-6 relative per step, growing slowly), not bit for bit; call
+torch.use_deterministic_algorithms(True) before train() where exactness matters more than speed.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pdlib.checkpoint import write_checkpoint
+from pdlib.config import TrainConfig, resolve_config
+from pdlib.methods import Batch, Method, build_method
+from pdlib.train import state as st
+from pdlib.train.dist import Dist, barrier, init_dist, resolve_amp
+from pdlib.train.plan import BatchStream, derive_seed, ema_beta, lr_at, micro_batch_size, total_steps
+
+__all__ = ["train", "TrainResult"]
+
+
+@dataclass
+class TrainResult:
+    """What train() returns: the trained Method, its EMA copy, the metrics history and the files."""
+    step: int                           # optimizer steps done
+    config: TrainConfig                 # the resolved config (data shape and method defaults filled)
+    method: Method                      # raw weights (train mode off)
+    ema: Method                         # EMA weights: sample from this one
+    history: list = field(default_factory=list)   # every metrics.jsonl record of the run, resumed steps included
+    out_dir: Path | None = None
+    checkpoint: Path | None = None      # the last checkpoint written (None: none)
+    samples: list = field(default_factory=list)   # paths of the sample grids written
+
+    @property
+    def metrics(self) -> dict:
+        """The last logged metrics record."""
+        return self.history[-1] if self.history else {}
+
+
+class _LossModule(nn.Module):
+    """Method.loss as a module's forward, so DistributedDataParallel sees every call of the net
+    (VPLoss calls precond.predict, not forward)."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.denoiser = method.denoiser
+        self._method = method
+
+    def forward(self, batch: Batch, generator):
+        return self._method.loss(batch, generator, denoiser=self.denoiser)
+
+
+def train(cfg: TrainConfig, progress: bool = True, callback: Callable | None = None,
+          resume: bool | str | None = None) -> TrainResult:
+    """Train cfg's method on cfg's data; resume: None → cfg.run.resume; True → out_dir/latest.pt
+    (must exist); False → never; a path. callback(record) after every log line with the metrics
+    record plus 'method' and 'ema'; returning True stops the run (a checkpoint is written), as
+    does run.max_minutes. A new run (nothing to resume) starts from run.init_from's weights if set."""
+    if not isinstance(cfg, TrainConfig):
+        raise ValueError(f"cfg is a {type(cfg).__name__}; allowed: a pdlib.config.TrainConfig "
+                         "(TrainConfig.flat(**fields) builds one from flat keywords)")
+    dist_info, device = init_dist(cfg.run.device)
+    try:
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):    # the caller's global RNG is left as it was
+            return _Trainer(cfg, dist_info, device, resume).run(progress, callback)
+    finally:
+        if dist_info.owns_group:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+
+class _Trainer:
+    """One run: its state (built or resumed), the step, logging, sample grids and checkpoints."""
+
+    # -- state ------------------------------------------------------------------------------------
+    def __init__(self, cfg: TrainConfig, d: Dist, device: torch.device, resume):
+        from pdlib.data import load_dataset
+        self.d, self.device = d, device
+        self.amp_dtype = resolve_amp(cfg.run.amp, device)
+        data = load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, n=cfg.data.n_data,
+                            seed=cfg.optim.seed)
+        self.cfg = cfg = resolve_config(cfg, data)
+        self.m = micro_batch_size(cfg, d.world)                        # images per rank and round
+        self.stream = BatchStream(data.images, data.labels if cfg.data.class_cond else None,
+                                  cfg.optim.batch_size, cfg.optim.seed)
+        self.n_steps = total_steps(cfg)
+
+        torch.manual_seed(derive_seed(cfg.optim.seed, "init"))
+        self.method = build_method(cfg).to(device)
+        self.ema = copy.deepcopy(self.method)
+        self.ema.denoiser.eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.method.parameters(), lr=lr_at(cfg, 0), betas=(0.9, 0.999),
+                                     eps=1e-8, weight_decay=cfg.optim.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+        self.out = Path(cfg.run.out_dir) if cfg.run.out_dir is not None else None
+        self.step, self.t_resumed = 0, 0.0
+        self.ckpt_path = st.resume_path(cfg, resume)
+        if self.ckpt_path is not None:
+            self.step, self.t_resumed = st.restore(self.ckpt_path, cfg, self.method, self.ema,
+                                                   self.opt, self.scaler, self.stream)
+        elif cfg.run.init_from is not None:
+            st.init_weights(self.method, self.ema, cfg)
+        self.writes = self.out is not None and d.main
+        self.history = []
+        if self.writes:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.metrics_path = self.out / "metrics.jsonl"
+            if self.ckpt_path is not None:
+                st.trim_metrics(self.metrics_path, self.step)
+                if self.metrics_path.is_file():               # records of the steps already done
+                    self.history = [json.loads(line) for line in
+                                    self.metrics_path.read_text().splitlines() if line.strip()]
+            else:
+                self.metrics_path.write_text("")
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+        if cfg.run.compile:
+            self.method.net.compile()
+        loss_module = _LossModule(self.method)
+        if d.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.model = DDP(loss_module)
+        else:
+            self.model = loss_module
+        self.method.denoiser.train()
+        self.params = [p for p in self.method.parameters() if p.requires_grad]
+        stats = torch.float32 if device.type == "mps" else torch.float64
+        self.loss_sum = torch.zeros((), device=device, dtype=stats)       # Σ losses since the last log
+        self.items = torch.zeros((), device=device, dtype=stats)          # Σ images they hold
+        self.nonfinite = torch.zeros((), device=device, dtype=torch.int32)  # steps with NaN/inf gradients
+        self.sample_seed = derive_seed(cfg.optim.seed, "samples")
+        self._sample_note = False
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    # -- one optimizer step -----------------------------------------------------------------------
+    def train_step(self) -> None:
+        cfg, d, m = self.cfg, self.d, self.m
+        accum = cfg.optim.grad_accum
+        lr = lr_at(cfg, self.step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.lr = lr
+        x, y = self.stream.batch(self.step)                              # (B, C, H, W), (B,)
+        self.opt.zero_grad(set_to_none=True)
+        for a in range(accum):
+            k = a * d.world + d.rank                                     # global micro-batch index
+            xb = x[k * m:(k + 1) * m].to(self.device, non_blocking=True)  # (m, C, H, W)
+            yb = None if y is None else y[k * m:(k + 1) * m].to(self.device, non_blocking=True)
+            key = derive_seed(cfg.optim.seed, "step", self.step, k)
+            torch.manual_seed(key)                                       # dropout inside the net
+            gen = torch.Generator(device=self.device).manual_seed(key)   # batch, noise, σ/t, labels
+            batch = self.method.prepare_batch(xb, yb, gen)
+            if not batch.n_images >= 1:
+                raise ValueError(f"{self.method.name}.prepare_batch gave n_images={batch.n_images!r}; "
+                                 "allowed: the number of images (>= 1) its loss holds")
+            sync = (d.world > 1 and a < accum - 1)
+            with (self.model.no_sync() if sync else contextlib.nullcontext()):
+                with self._autocast():
+                    losses = self.model(batch, gen)                      # (items,)
+                loss = losses.float().sum() / (batch.n_images * accum)   # per image; DDP averages ranks
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            self.loss_sum += losses.detach().double().sum()
+            self.items += batch.n_images
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads and self.scaler is None:     # counted, not hidden (fp16: the scaler skips such steps)
+            bad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads))
+            self.nonfinite += bad.to(self.nonfinite.dtype)
+        for g_ in grads:
+            torch.nan_to_num(g_, nan=0.0, posinf=1e5, neginf=-1e5, out=g_)
+        if cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        st.update_ema(self.ema.denoiser, self.method.denoiser, ema_beta(cfg, self.step))
+        self.step += 1
+
+    # -- logging ----------------------------------------------------------------------------------
+    def log(self, n_steps_since: int, t_last: float, t_start: float) -> dict:
+        """Write one metrics record (loss per image since the last one, lr, images/s, time)."""
+        total = torch.stack([self.loss_sum, self.items])
+        if self.d.world > 1:
+            import torch.distributed as dist
+            dist.all_reduce(total)
+        now = time.perf_counter()
+        n_img = n_steps_since * self.cfg.optim.batch_size
+        record = {"step": self.step, "kimg": self.step * self.cfg.optim.batch_size / 1000,
+                  "loss": total[0].item() / total[1].item(), "lr": self.lr,
+                  "img_per_s": n_img / max(now - t_last, 1e-9),
+                  "time": now - t_start, "nonfinite_grad_steps": int(self.nonfinite.item())}
+        if record["nonfinite_grad_steps"] and self.d.main:
+            warnings.warn(f"step {self.step}: {record['nonfinite_grad_steps']} of the last "
+                          f"{n_steps_since} steps had NaN/inf gradients (zeroed by nan_to_num "
+                          "before the update): check the loss", RuntimeWarning)
+        self.nonfinite.zero_()
+        self.loss_sum.zero_()
+        self.items.zero_()
+        self.history.append(record)
+        if self.writes:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+    def _stop_requested(self, record: dict, callback) -> bool:
+        mm = self.cfg.run.max_minutes
+        stop = mm is not None and record["time"] >= 60 * mm
+        if callback is not None:
+            stop = bool(callback({**record, "method": self.method, "ema": self.ema})) or stop
+            if self.d.world > 1:
+                import torch.distributed as dist
+                flag = torch.tensor([float(stop)], device=self.device)
+                dist.all_reduce(flag)
+                stop = bool(flag.item() > 0)
+        return stop
+
+    # -- files ------------------------------------------------------------------------------------
+    def checkpoint(self, t_start: float) -> Path | None:
+        barrier(self.d)
+        path = None
+        if self.writes:
+            state = st.checkpoint_state(self.cfg, self.step, self.method, self.ema, self.opt,
+                                        self.scaler, self.stream.position(self.step),
+                                        time.perf_counter() - t_start)
+            path = write_checkpoint(state, self.out, self.step, keep=self.cfg.run.ckpt_keep)
+        barrier(self.d)
+        return path
+
+    def sample_grid(self) -> Path | None:
+        """The EMA method's sample grid (fixed noise seed), or None where it cannot sample alone."""
+        if not self.writes:
+            return None
+        if not self.ema.samples_alone:
+            if not self._sample_note:
+                warnings.warn(f"method {self.ema.name!r} cannot sample by itself: no sample grids "
+                              "during training", RuntimeWarning)
+                self._sample_note = True
+            return None
+        from pdlib.viz import save_grid
+        g = torch.Generator().manual_seed(self.sample_seed)
+        images = self.ema.sample(self.cfg.run.sample_n, generator=g, steps=self.cfg.run.sample_steps,
+                                 device=self.device)
+        k = self.cfg.data.num_classes
+        nrow = k if self.cfg.data.class_cond and k <= 16 else None
+        return Path(save_grid(images, self.out / "samples" / f"{self.step:07d}.png", nrow=nrow))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, progress: bool, callback) -> TrainResult:
+        from tqdm.auto import tqdm
+        cfg, run = self.cfg, self.cfg.run
+        samples, last_ckpt = [], self.ckpt_path           # a finished run resumes as a no-op
+        bar = tqdm(total=self.n_steps, initial=self.step, disable=not (progress and self.d.main),
+                   dynamic_ncols=True, desc=cfg.summary().split(" on ")[0].replace(" ", ""))
+        t_last = time.perf_counter()
+        t_start = t_last - self.t_resumed
+        since, stop = 0, False
+        try:
+            while self.step < self.n_steps and not stop:
+                self.train_step()
+                since += 1
+                bar.update(1)
+                if self.step % run.log_every == 0 or self.step == self.n_steps:
+                    record = self.log(since, t_last, t_start)
+                    since, t_last = 0, time.perf_counter()
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                    stop = self._stop_requested(record, callback)
+                last = self.step == self.n_steps or stop
+                t_io = time.perf_counter()
+                if (run.sample_every and self.step % run.sample_every == 0) or last:
+                    p = self.sample_grid()
+                    if p is not None:
+                        samples.append(p)
+                if (run.ckpt_every and self.step % run.ckpt_every == 0) or last:
+                    last_ckpt = self.checkpoint(t_start) or last_ckpt
+                t_last += time.perf_counter() - t_io          # img/s counts training time only
+        finally:
+            bar.close()
+        self.method.denoiser.eval()
+        return TrainResult(step=self.step, config=cfg, method=self.method, ema=self.ema,
+                           history=self.history, out_dir=self.out, checkpoint=last_ckpt,
+                           samples=samples)
