@@ -27,11 +27,13 @@ _PUBLIC = {
     # networks, data, training
     "UNet": "nets", "unet_preset": "nets",
     "load_dataset": "data",
-    "TrainConfig": "train", "train": "train",
+    "TrainConfig": "config", "train": "train", "train_split": "train",
+    "pretrained": "pretrained", "load_method": "pretrained", "build_method": "methods",
+    "DiT": "nets", "net_preset": "nets",
 }
 _SUBMODULES = {"schedules", "precond", "losses", "samplers", "denoisers", "ideal", "nets", "patching", "data",
                "train", "checkpoint", "methods", "metrics", "viz", "book",
-               "evaluation", "spectra", "splitting"}
+               "evaluation", "spectra", "config"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 

@@ -42,6 +42,12 @@ def _with_variance(denoiser, x, sigma, **cond):
     return x0, v
 
 
+def _checked(denoiser, name: str):
+    if not callable(denoiser):
+        raise ValueError(f"{name}={denoiser!r} is invalid; allowed: a denoiser D(x, sigma, **cond)")
+    return denoiser
+
+
 def _per_sample(cond: dict, batch: int, f) -> dict:
     """`cond` with f applied to every tensor that has one row per sample (class_labels, extra, ...)."""
     return {k: (f(v) if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == batch else v)
@@ -53,10 +59,9 @@ class DenoiserWrapper(nn.Module):
     `forward_with_variance` through. A subclass implements `_denoise` once for both paths;
     `DenoiserWrapper(D)` itself is the identity wrapper (it makes a plain callable a module)."""
 
-    def __init__(self, denoiser=None):
+    def __init__(self, denoiser):
         super().__init__()
-        if denoiser is not None:
-            self.denoiser = denoiser
+        self.denoiser = _checked(denoiser, "denoiser")
 
     def wrapped(self) -> list:
         """The denoisers this one evaluates (one, except for SNRSplitDenoiser)."""
@@ -181,7 +186,8 @@ class SNRSplitDenoiser(DenoiserWrapper):
         denoisers,                      # [D_0, …, D_K]: D_0 for the highest SNR (lowest noise)
         snr_boundaries,                 # the K inner boundaries s1 > … > sK > 0 (SNR = 1/σ²)
     ):
-        super().__init__()
+        nn.Module.__init__(self)                                             # many members, no .denoiser
+        denoisers = [_checked(d, f"denoisers[{j}]") for j, d in enumerate(denoisers)]
         b = [float(v) for v in snr_boundaries]
         if len(denoisers) != len(b) + 1:
             raise ValueError(f"{len(denoisers)} denoisers for {len(b)} boundaries; allowed: "

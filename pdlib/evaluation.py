@@ -15,7 +15,7 @@ import torch
 
 from pdlib.denoisers import NFECounter, learns_variance
 
-__all__ = ["generate", "evaluate_checkpoint", "load_for_evaluation", "x0_mse", "write_json"]
+__all__ = ["generate", "evaluate_checkpoint", "load_for_evaluation", "x0_mse", "x0_mse_by_t", "write_json"]
 
 
 @torch.no_grad()
@@ -71,8 +71,8 @@ def write_json(obj: dict, path) -> Path:
 def load_for_evaluation(checkpoint, snr_boundaries=None, device="cpu"):
     """The EMA method of one checkpoint, or of several composed by SNR splitting
     (checkpoint: a list, model 0 = highest SNR, with its inner snr_boundaries s1 > … > sK)."""
-    from pdlib.methods import load_method
-    from pdlib.splitting import SplitMethod, load_split_method
+    from pdlib.methods import SplitMethod
+    from pdlib.pretrained import load_method
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     for p in paths:
         if not Path(p).is_file():
@@ -86,20 +86,19 @@ def load_for_evaluation(checkpoint, snr_boundaries=None, device="cpu"):
     if snr_boundaries is None or len(snr_boundaries) != len(paths) - 1:
         raise ValueError(f"snr_boundaries={snr_boundaries!r} for {len(paths)} checkpoints; allowed: "
                          f"{len(paths) - 1} inner SNR boundaries, decreasing (e.g. [0.25] for two)")
-    return SplitMethod([load_split_method(p, device=device) for p in paths], snr_boundaries)
+    return SplitMethod([load_method(p, device=device) for p in paths], snr_boundaries)
 
 
 @torch.no_grad()
 def x0_mse(method, ts, n: int = 1000, seed: int = 0, batch_size: int = 250, device="cpu") -> dict:
     """Held-out x0-MSE of a VP method at the steps ts: test-split images noised once at each t and
-    denoised (pdlib.splitting.x0_mse_by_t); the quantity every loss weighting trades off."""
+    denoised (x0_mse_by_t); the quantity every loss weighting trades off."""
     from pdlib.data import load_dataset
-    from pdlib.splitting import x0_mse_by_t
     if not hasattr(method, "schedule"):
         raise ValueError(f"x0_mse_t={list(ts)!r} needs a VP method (with a discrete schedule); "
-                         f"this checkpoint's method is {method.cfg.method!r}")
+                         f"this checkpoint's method is {method.name!r}")
     ts = [int(t) for t in ts]
-    data = load_dataset(method.cfg.dataset, resolution=method.resolution, n=n, seed=seed, split="test")
+    data = load_dataset(method.cfg.data.dataset, resolution=method.resolution, n=n, seed=seed, split="test")
     labels = data.labels.to(device) if method.class_cond else None
     mse = x0_mse_by_t(method.denoiser, data.images.to(device), method.schedule, ts,
                       torch.Generator().manual_seed(seed), class_labels=labels, batch_size=batch_size)
@@ -118,7 +117,7 @@ def variance_weights(method, ts, n: int = 250, seed: int = 0, device="cpu") -> d
     if not learns_variance(D):
         raise ValueError("variance_weights needs a method that learns its variances (learn_sigma=True)")
     sched = method.schedule
-    data = load_dataset(method.cfg.dataset, resolution=method.resolution, n=n, seed=seed, split="test")
+    data = load_dataset(method.cfg.data.dataset, resolution=method.resolution, n=n, seed=seed, split="test")
     x0 = data.images.to(device)
     labels = data.labels.to(device) if method.class_cond else None
     g = torch.Generator().manual_seed(seed)
@@ -163,16 +162,16 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
     cfg = method.cfg
     result = {"checkpoint": checkpoint if isinstance(checkpoint, (list, tuple)) and len(checkpoint) > 1
               else str(checkpoint if isinstance(checkpoint, (str, Path)) else checkpoint[0]),
-              "method": cfg.method if not snr_boundaries else repr(method), "preset": cfg.preset,
+              "method": cfg.method.name if not snr_boundaries else repr(method), "preset": cfg.net.preset,
               "snr_boundaries": list(snr_boundaries) if snr_boundaries else None,
-              "dataset": cfg.dataset, "resolution": method.resolution, "sampler": sampler or "default",
+              "dataset": cfg.data.dataset, "resolution": method.resolution, "sampler": sampler or "default",
               "steps": steps, "nfe_per_image": nfe, "guidance": guidance, "variance": variance,
               "dynamic_threshold": bool(method.class_cond and guidance != 1.0 and (
                   method.threshold_guided if dynamic_threshold is None else dynamic_threshold)),
               "seed": seed, "sampling_seconds": round(t_sample, 2), "ref_split": ref_split, "ref_seed": ref_seed}
     if metrics:
         t0 = time.perf_counter()
-        result.update(M.evaluate(images, cfg.dataset, method.resolution, n_ref, metrics=tuple(metrics),
+        result.update(M.evaluate(images, cfg.data.dataset, method.resolution, n_ref, metrics=tuple(metrics),
                                  split=ref_split, seed=ref_seed, batch_size=50))
         result["metric_seconds"] = round(time.perf_counter() - t0, 2)
     if x0_mse_t:
@@ -180,3 +179,26 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
         if learns_variance(method.denoiser):
             result.update(variance_weights(method, x0_mse_t, n=min(x0_mse_n, 250), seed=ref_seed, device=device))
     return result, images
+
+
+@torch.no_grad()
+def x0_mse_by_t(denoiser, x0: torch.Tensor, schedule, ts,
+                generator: torch.Generator | None = None, class_labels: torch.Tensor | None = None,
+                batch_size: int = 256) -> torch.Tensor:
+    """Held-out E‖D(x0 + σ_t ε, σ_t) − x0‖² (mean over pixels and images) at each step t in ts; float64 [len(ts)]."""
+    sig = schedule.sigmas
+    out = []
+    for t in ts:
+        if not 0 <= int(t) < schedule.T:
+            raise ValueError(f"ts contains {t!r}; allowed: step indices in [0, {schedule.T})")
+        total = 0.0
+        for i in range(0, len(x0), batch_size):
+            xb = x0[i:i + batch_size]                                                 # (b, C, H, W)
+            eps = torch.randn(xb.shape, generator=generator,
+                              device=generator.device if generator is not None else xb.device).to(xb.device)
+            sigma = torch.full((len(xb),), float(sig[int(t)]), device=xb.device)
+            cond = {} if class_labels is None else {"class_labels": class_labels[i:i + batch_size]}
+            D = denoiser(xb + sigma.reshape(-1, 1, 1, 1) * eps, sigma, **cond)
+            total += ((D.float() - xb) ** 2).sum().item()
+        out.append(total / x0.numel())
+    return torch.tensor(out, dtype=torch.float64)

@@ -111,6 +111,10 @@ def test_dynamic_threshold_and_clip():
         DynamicThreshold(lambda x, s: x, quantile=0.0)
     with pytest.raises(ValueError, match="lo, hi"):
         ClipDenoiser(lambda x, s: x, lo=1.0, hi=1.0)
+    with pytest.raises(ValueError, match="denoiser"):
+        NFECounter(None)
+    with pytest.raises(ValueError, match=r"denoisers\[1\]"):
+        SNRSplitDenoiser([lambda x, s: x, 3.0], [1.0])
 
 
 def test_nfe_counter_counts_and_resets():
