@@ -71,8 +71,8 @@ def chains() -> list[list[dict]]:
             out.append([train_job(f"w-{w}-s{seed}", weighting=w, seed=seed),
                         eval_job(f"w-{w}-s{seed}", f"w-{w}-s{seed}")])
         m0, m1 = f"split-s{seed}/model0", f"split-s{seed}/model1"
-        out.append([train_job(m0, method="patched-snr:inf>0.25", weighting="sqrt_snr", seed=seed, steps=STEPS // 2),
-                    train_job(m1, method="patched-snr:0.25>0", weighting="sqrt_snr", seed=seed, steps=STEPS // 2,
+        out.append([train_job(m0, method="patched", snr_interval=["inf", 0.25], weighting="sqrt_snr", seed=seed, steps=STEPS // 2),
+                    train_job(m1, method="patched", snr_interval=[0.25, 0.0], weighting="sqrt_snr", seed=seed, steps=STEPS // 2,
                               init_from=str(RUNS / m0 / "latest.pt")),
                     eval_job(f"split-s{seed}", [m0, m1], snr_boundaries=[0.25])])
         if seed == 0:
