@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from pdlib.methods.base import Method, MethodOptions, register
+from pdlib.precond import SIGMA_DATA
 
 __all__ = ["EDMOptions", "EDMMethod"]
 
@@ -14,7 +15,7 @@ __all__ = ["EDMOptions", "EDMMethod"]
 class EDMOptions(MethodOptions):
     """Options of the EDM method (Karras et al. 2022, Table 1)."""
     name: str = "edm"                       # the method
-    sigma_data: float = 0.5                 # expected standard deviation of the data
+    sigma_data: float = SIGMA_DATA          # expected standard deviation of the data (0.5)
     P_mean: float = -1.2                    # training: ln σ ~ N(P_mean, P_std²)
     P_std: float = 1.2                      # training: standard deviation of ln σ
     sigma_min: float = 0.002                # sampling: smallest σ of the ρ grid
