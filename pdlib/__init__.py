@@ -28,12 +28,12 @@ _PUBLIC = {
     "UNet": "nets", "unet_preset": "nets",
     "load_dataset": "data",
     "TrainConfig": "config", "train": "train", "train_split": "train",
-    "pretrained": "pretrained", "load_method": "pretrained", "build_method": "methods",
+    "load_method": "pretrained", "build_method": "methods",
     "DiT": "nets", "net_preset": "nets",
 }
 _SUBMODULES = {"schedules", "precond", "losses", "samplers", "denoisers", "ideal", "nets", "patching", "data",
                "train", "checkpoint", "methods", "metrics", "viz", "book",
-               "evaluation", "spectra", "config"}
+               "evaluation", "spectra", "config", "pretrained"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 

@@ -171,5 +171,15 @@ def main(argv=None) -> int:
     return 0
 
 
+class _CallableModule(type(sys)):
+    """`pdlib.pretrained(name)` is `pdlib.pretrained.pretrained(name)`: the module is callable."""
+
+    def __call__(self, name: str, device="cpu"):
+        return pretrained(name, device=device)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+
 if __name__ == "__main__":
     sys.exit(main())
