@@ -62,7 +62,13 @@ class NetConfig:
     preset: str = "small"                   # U-Net ('tiny', 'small', 'base', 'luhman-p2/p4/p8') or DiT ('dit-tiny', 'dit-small', 'DiT-S/2' … 'DiT-XL/8') preset
     overrides: dict[str, Any] = field(default_factory=dict)   # constructor arguments over the preset, e.g. {"patch_size": 4, "dropout": 0.1}; the data and method fix channels, classes and learn_sigma
 
-    FIXED: ClassVar[tuple[str, ...]] = ("in_channels", "resolution", "num_classes", "extra_in_channels")
+    FIXED: ClassVar[tuple[str, ...]] = ("in_channels", "resolution", "num_classes", "extra_in_channels",
+                                        "learn_sigma")
+
+    def __post_init__(self):
+        if isinstance(self.overrides, dict):        # JSON lists and CLI tuples compare equal
+            object.__setattr__(self, "overrides", {k: tuple(v) if isinstance(v, list) else v
+                                                   for k, v in self.overrides.items()})
 
     def validate(self) -> None:
         from pdlib.nets import NET_PRESETS, net_arguments
@@ -73,7 +79,8 @@ class NetConfig:
         for k in self.overrides:
             if k in self.FIXED:
                 raise ValueError(f"net.overrides[{k!r}]={self.overrides[k]!r}: the data and the "
-                                 f"method set {k}; allowed keys: {allowed}")
+                                 f"method set {k} (learn_sigma: method.learn_sigma of the VP "
+                                 f"methods); allowed keys: {allowed}")
             check(k in allowed, "net.overrides", k, f"arguments of preset {self.preset!r}: {allowed}")
         for k in ("patch_size",):
             v = self.overrides.get(k)
@@ -306,7 +313,7 @@ def migrate(d: dict) -> dict:
     the method's default; EDM configs drop the VP fields old versions saved at their defaults."""
     if not isinstance(d, dict):
         raise ValueError(f"config={type(d).__name__}: allowed a dict (a JSON object) of config fields")
-    if "version" in d or any(isinstance(d.get(k), dict) for k in ("data", "optim", "run")) \
+    if "version" in d or any(isinstance(d.get(k), dict) for k in ("data", "net", "optim", "run")) \
             or isinstance(d.get("method"), dict):
         v = d.get("version", CONFIG_VERSION)
         check(v == CONFIG_VERSION, "config version", v, f"{CONFIG_VERSION} (or a flat config of pdlib ≤ 0.1)")

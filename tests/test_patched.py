@@ -1,5 +1,5 @@
 """The 'patched' method end to end (Luhman & Luhman 2022): defaults, label dropout, weightings,
-split boundaries, patch-size shapes, guidance."""
+split boundaries, patch-size shapes, guidance, and the same method on a DiT."""
 import math
 
 import pytest
@@ -13,16 +13,31 @@ from pdlib.train import TrainConfig
 
 def _method(**kw):
     base = dict(method="patched", preset="tiny", dataset="digits", img_channels=1, resolution=8)
-    return build_method(TrainConfig(**{**base, **kw}))
+    return build_method(TrainConfig.flat(**{**base, **kw}))
 
 
 def test_defaults_are_the_papers():
     m = _method()
-    assert (m.cfg.prediction, m.cfg.weighting) == ("x0", "sqrt_snr")
+    assert type(m).__name__ == "PatchedMethod" and m.name == "patched"
+    assert (m.cfg.method.prediction, m.cfg.method.weighting) == ("x0", "sqrt_snr")
     assert m.loss_fn.prediction == "x0" and m.loss_fn.weighting == "sqrt_snr"
     assert m.net.pos_emb == "sincos" and m.net.patch_size == 2
+    assert m.cfg.net.overrides == {"patch_size": 2} and m.cfg.method.learn_sigma is False
     assert m.label_dropout == 0.0                                  # unconditional: no dropout
     assert _method(class_cond=True, num_classes=10).label_dropout == pytest.approx(0.1)
+    assert _method(patch_size=4).net.patch_size == 4               # an explicit P wins
+
+
+def test_patched_on_a_dit_uses_the_dits_own_patching():
+    from pdlib.nets import DiT, preset_defaults
+    m = _method(preset="dit-tiny", class_cond=True, num_classes=10)
+    assert isinstance(m.net, DiT) and m.net.patch_size == preset_defaults("dit-tiny")["patch_size"]
+    assert "patch_size" not in m.cfg.net.overrides and type(m).threshold_guided
+    assert (m.cfg.method.prediction, m.cfg.method.weighting) == ("x0", "sqrt_snr")
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert m.denoiser(x, torch.tensor([0.1, 10.0]), class_labels=torch.tensor([0, 10])).shape == x.shape
+    assert m.sample(2, generator=torch.Generator().manual_seed(0), steps=2, guidance=2.0).shape == (2, 1, 8, 8)
 
 
 def test_label_dropout_rate_during_training():
@@ -32,8 +47,8 @@ def test_label_dropout_rate_during_training():
     m.loss_fn = lambda D, x0, generator=None, class_labels=None: (seen.append(class_labels), x0.new_zeros(len(x0)))[1]
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4000) % 10
-    for _ in range(5):
-        m.loss(torch.zeros(4000, 1, 8, 8), labels, generator=g)
+    for _ in range(5):                  # the labels are dropped when the batch is prepared
+        m.loss(m.prepare_batch(torch.zeros(4000, 1, 8, 8), labels, g), g)
     got = torch.cat(seen)
     null = (got == m.null_label)
     assert m.null_label == 10
@@ -42,7 +57,7 @@ def test_label_dropout_rate_during_training():
     off = _method(class_cond=True, num_classes=10, label_dropout=0.0)
     off.loss_fn = m.loss_fn
     seen.clear()
-    off.loss(torch.zeros(100, 1, 8, 8), labels[:100], generator=g)
+    off.loss(off.prepare_batch(torch.zeros(100, 1, 8, 8), labels[:100], g), g)
     assert torch.equal(seen[0], labels[:100])
 
 
@@ -63,7 +78,9 @@ def test_weighting_of_the_method_loss(weighting, t):
     torch.nn.init.normal_(m.net.conv_out.weight, std=0.1)         # a non-trivial x̂0
     m.loss_fn.t_sampler = lambda B, generator=None: torch.full((B,), t, dtype=torch.int64)
     x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    loss = m.loss(x0, generator=torch.Generator().manual_seed(7))
+    batch = m.prepare_batch(x0, None)
+    assert batch.n_images == 3 and batch.x0 is x0
+    loss = m.loss(batch, torch.Generator().manual_seed(7))
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7))
     a = m.schedule.alphas_cumprod[t]
     x_t = a.sqrt().float() * x0 + (1 - a).sqrt().float() * eps
@@ -99,6 +116,8 @@ def test_patch_size_shapes(P):
 def test_luhman_presets(P):
     m = _method(preset=f"luhman-p{P}", resolution=64, img_channels=3)
     assert m.net.patch_size == P and m.net.learn_sigma and m.net.grid == 64 // P
+    assert m.cfg.method.learn_sigma is True                    # the preset's, resolved into the method
+    assert m.cfg.net.overrides == {"patch_size": P}
     assert m.net.conv_out.out_channels == 2 * 3 * P * P
     with torch.no_grad():
         x0, v = m.denoiser.forward_with_variance(torch.randn(1, 3, 64, 64), torch.tensor([1.0]))

@@ -64,15 +64,8 @@ class VPMethod(Method):
         cfg = super().resolve(cfg)
         if cfg.method.learn_sigma is None:
             from pdlib.nets import preset_defaults
-            cfg = cfg.replace(learn_sigma=bool(cfg.net.overrides.get(
-                "learn_sigma", preset_defaults(cfg.net.preset).get("learn_sigma", False))))
+            cfg = cfg.replace(learn_sigma=bool(preset_defaults(cfg.net.preset).get("learn_sigma", False)))
         return cfg
-
-    @classmethod
-    def validate(cls, cfg) -> None:
-        if "learn_sigma" in cfg.net.overrides:
-            raise ValueError(f"net.overrides['learn_sigma']={cfg.net.overrides['learn_sigma']!r}: "
-                             "the method decides it; allowed: method.learn_sigma")
 
     def net_kwargs(self):
         kw = super().net_kwargs()

@@ -94,14 +94,32 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argpar
         frozen=True)
     cli_cls.__doc__ = _description()
     del ann
-    parsed = tyro.cli(cli_cls, args=rest, prog="python -m pdlib.train",
-                      config=(tyro.conf.FlagConversionOff,))
+    parsed = _tyro_cli(tyro, cli_cls, rest)
     overrides = dict(base.net.overrides)
     overrides.update(_net_overrides(list(parsed.net.overrides)))
     net = dataclasses.replace(base.net, preset=parsed.net.preset, overrides=overrides)
     cfg = TrainConfig(data=parsed.data, net=net, method=parsed.method, optim=parsed.optim,
                       run=parsed.run)
     return cfg, flags
+
+
+def _tyro_cli(tyro, cls, args):
+    """tyro.cli, with its parse errors (a framed box on stderr) turned into one ValueError line."""
+    import contextlib
+    import io
+    import re
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return tyro.cli(cls, args=args, prog="python -m pdlib.train",
+                            config=(tyro.conf.FlagConversionOff,))
+    except SystemExit as e:
+        if not e.code:                                  # --help (tyro prints it to stdout)
+            sys.stderr.write(err.getvalue())
+            raise
+        text = [re.sub(r"[│╭╮╰╯─┃━]+", " ", ln).strip() for ln in err.getvalue().splitlines()]
+        text = [t for t in text if t and not t.startswith(("For full helptext", "Argument helptext"))]
+        raise ValueError(" ".join(text[:3]) or f"invalid arguments {args!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,8 @@ def resume_path(cfg: TrainConfig, resume) -> Path | None:
 
 def check_resume_config(saved: TrainConfig, cfg: TrainConfig, path) -> None:
     """Every section but `run` must equal the checkpoint's (the run section may change)."""
+    from pdlib.methods import method_class
+    saved = method_class(saved.method.name).resolve(saved)   # pdlib <= 0.1 saved e.g. learn_sigma=None
     a, b = saved.to_dict(), cfg.to_dict()
     diff = []
     for section in ("data", "net", "method", "optim"):
