@@ -244,3 +244,42 @@ def test_evaluating_a_split_model_uses_each_model_on_its_interval(tmp_path):
         evaluate_checkpoint(paths, n_samples=1, metrics=(), progress=False)
     with pytest.raises(FileNotFoundError, match="checkpoint='nope.pt' does not exist"):
         evaluate_checkpoint([paths[0], "nope.pt"], snr_boundaries=[0.25], metrics=(), progress=False)
+
+
+def test_guided_split_model_thresholds_like_its_members():
+    """A guided sample of a class-conditional split patched model goes through dynamic
+    thresholding, as each member's does (the old composite skipped it), and samples equal the
+    members' own guided samples where every σ falls in one member's interval."""
+    from pdlib.denoisers import CFGDenoiser, DynamicThreshold
+    torch.manual_seed(0)
+    ms = [build_method(_cfg(snr_interval=iv, class_cond=True, num_classes=10))
+          for iv in ((math.inf, 0.25), (0.25, 0.0))]
+    comp = SplitMethod(ms, [0.25])
+    for m in (*ms, comp):
+        D, cond, _ = m._sample_setup(4, None, None, 1.5, "cpu")
+        assert isinstance(D, DynamicThreshold) and isinstance(D.denoiser, CFGDenoiser)
+        D, _, _ = m._sample_setup(4, None, None, 1.0, "cpu")
+        assert not isinstance(D, (DynamicThreshold, CFGDenoiser))
+    vp = [build_method(_cfg(method="vp", snr_interval=iv, class_cond=True, num_classes=10))
+          for iv in ((math.inf, 0.25), (0.25, 0.0))]
+    D, _, _ = SplitMethod(vp, [0.25])._sample_setup(4, None, None, 1.5, "cpu")
+    assert isinstance(D, CFGDenoiser)                     # vp does not threshold, nor does its split
+
+
+def test_split_of_learn_sigma_models_keeps_learned_variances():
+    """SNRSplitDenoiser passes learn_sigma and forward_with_variance through, so DDPM sampling of a
+    split learn_sigma model uses the learned variances (it used to fall back to the posterior)."""
+    from pdlib.denoisers import learns_variance
+    torch.manual_seed(0)
+    ms = [build_method(_cfg(snr_interval=iv, learn_sigma=True)) for iv in ((math.inf, 0.25), (0.25, 0.0))]
+    comp = SplitMethod(ms, [0.25])
+    assert learns_variance(comp.denoiser)
+    sig = vp_schedule("linear", 1000).sigmas
+    sigma = torch.stack([sig[10], sig[900]]).float()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        x0, v = comp.denoiser.forward_with_variance(x, sigma)
+        for i, j in enumerate([0, 1]):
+            x0_j, v_j = ms[j].denoiser.forward_with_variance(x[i:i + 1], sigma[i:i + 1])
+            torch.testing.assert_close(v[i:i + 1], v_j)
+            torch.testing.assert_close(x0[i:i + 1], x0_j)
