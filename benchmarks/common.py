@@ -2,7 +2,8 @@
 
 Conventions: every number is measured in the same process and run as the ratios computed from it;
 timings are medians over repeats after warm-up; FLOPs are those `torch.utils.flop_counter` counts
-(matmuls, convolutions, attention; not normalisations or element-wise ops).
+(matmuls, convolutions, attention, with the CPU flash-attention kernels added; not normalisations or
+element-wise ops).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:                                    # run as a script from anywhere
@@ -36,6 +37,19 @@ BENCH_UNET = dict(model_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
 # The quick family: the same shape, narrow.
 QUICK_UNET = dict(model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
                   attention_resolutions=(8,), head_channels=32)
+
+# The DiT of the benchmarks: DiT-S width (384, 6 heads of 64) at half its depth (6 blocks), P = 2 on
+# 4-channel 32×32 inputs (DiT's SD-VAE latent shape; 256 tokens), 10 classes, learn_sigma off;
+# ~16.5M parameters, ~18 GFLOP per image and training step. The peer (diffusers
+# DiTTransformer2DModel) is built with the same hidden size, depth, heads, patch size, channels,
+# sample size and classes.
+BENCH_DIT = dict(in_channels=4, resolution=32, patch_size=2, hidden_size=384, depth=6, num_heads=6,
+                 num_classes=10)
+BENCH_DIT_BATCH = 16
+# The quick DiT: the same shape, narrow and shallow.
+QUICK_DIT = dict(in_channels=4, resolution=32, patch_size=4, hidden_size=64, depth=2, num_heads=2,
+                 num_classes=10)
+QUICK_DIT_BATCH = 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,12 +111,49 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: i
     return 2 * n ** 3 * reps / t["median_s"] / 1e9
 
 
+def conv_gflops(device: torch.device, dtype: torch.dtype = torch.float32, batch: int = 32, channels: int = 128,
+                size: int = 16, repeats: int = 10) -> float:
+    """Achieved GFLOP/s of a 3×3 convolution (forward, padding 1) at the U-Net's shapes: a second roofline.
+
+    On CPUs where the BLAS sgemm behind `matmul_gflops` is slower than oneDNN's convolution kernels
+    (MKL on AMD), a step can exceed the matmul rate; this one is what the convolutions can reach.
+    """
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(batch, channels, size, size, generator=g).to(device, dtype)
+    w = torch.randn(channels, channels, 3, 3, generator=g).to(device, dtype)
+    flops = 2 * batch * size * size * channels * channels * 9
+    reps = max(1, int(2e9 // flops))
+    with torch.no_grad():
+        t = time_fn(lambda: [F.conv2d(x, w, padding=1) for _ in range(reps)], device, warmup=2, repeats=repeats)
+    return flops * reps / t["median_s"] / 1e9
+
+
 # ----------------------------------------------------------------------------------------------
 # FLOPs and memory.
 
+def _cpu_flash_fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# FlopCounterMode has no formula for the CPU flash-attention kernels (it counts the CUDA ones and the
+# bmm of the math path), so attention that takes the CPU flash path would count as 0 FLOPs; these
+# give it the same formula as the CUDA kernels (4·B·H·L·S·d forward, 2.5× that backward).
+FLOP_MAPPING = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_fwd,
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_bwd}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that also counts the CPU flash-attention kernels (`FLOP_MAPPING`)."""
+    return FlopCounterMode(display=False, custom_mapping=FLOP_MAPPING)
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs that FlopCounterMode records while fn() runs (forward and backward if fn does both)."""
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         fn()
     return counter.get_total_flops()
