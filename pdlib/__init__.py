@@ -33,7 +33,7 @@ _PUBLIC = {
 }
 _SUBMODULES = {"schedules", "precond", "losses", "samplers", "denoisers", "ideal", "nets", "patching", "data",
                "train", "checkpoint", "methods", "metrics", "viz", "book",
-               "evaluation", "spectra", "config", "pretrained"}
+               "evaluation", "spectra", "config", "pretrained", "errors"}
 
 __all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
 

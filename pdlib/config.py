@@ -143,6 +143,8 @@ class RunConfig:
     ckpt_keep: int | None = None            # keep only this many numbered checkpoints; None = all
     out_dir: str | None = "runs/default"    # run folder (metrics, samples, checkpoints); None = write nothing
     resume: str = "auto"                    # 'auto': continue from out_dir/latest.pt if present; 'never'; or a checkpoint path
+    overwrite: bool = False                 # a new run into an out_dir holding another run's checkpoints/metrics/samples: move that run into out_dir/.old-<time>/ first (False: refuse)
+    max_nonfinite_steps: int | None = 10    # stop (DivergenceError) after this many steps in a row with a NaN/inf loss or gradient norm (a lone one is zeroed and counted); None = never stop on them
     device: str = "auto"                    # 'auto' (cuda:LOCAL_RANK if available, else cpu), 'cpu', 'cuda', 'cuda:N', 'mps'
     compile: bool = False                   # torch.compile the network's forward
     amp: str = "auto"                       # autocast: 'none' | 'bf16' | 'fp16' (CUDA, GradScaler) | 'auto' (CUDA: bf16 if supported else fp16; CPU: none)
@@ -170,6 +172,9 @@ class RunConfig:
         check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
               "run.device", self.device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         check(isinstance(self.compile, bool), "run.compile", self.compile, "True or False")
+        check(isinstance(self.overwrite, bool), "run.overwrite", self.overwrite, "True or False")
+        check(self.max_nonfinite_steps is None or (is_int(self.max_nonfinite_steps) and self.max_nonfinite_steps >= 1),
+              "run.max_nonfinite_steps", self.max_nonfinite_steps, "None or an int >= 1")
         check(self.amp in AMP_MODES, "run.amp", self.amp, f"one of {AMP_MODES}")
 
 

@@ -12,7 +12,6 @@ NAME``) copies or installs the raw files once into the data folder, ``$PDLIB_DAT
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import hashlib
@@ -24,6 +23,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -153,8 +153,13 @@ def _read_maybe_gz(path: Path) -> bytes:
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into a numpy array of its stored dtype and shape."""
-    return parse_idx(_read_maybe_gz(Path(path)))
+    """Read an IDX file (gzipped or not) into a numpy array of its stored dtype and shape; a
+    damaged file is a ValueError naming it."""
+    try:
+        return parse_idx(_read_maybe_gz(Path(path)))
+    except (ValueError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{str(path)!r} is damaged ({' '.join(str(e).split())}); fetch it again "
+                         "(python -m pdlib.data fetch NAME --force)") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -692,9 +697,18 @@ def _present() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI of the ``pdlib-data`` script: ``fetch [names…] [--force]`` or ``list``."""
-    parser = argparse.ArgumentParser(prog="python -m pdlib.data",
-                                     description="Fetch and list pdlib's offline data sets.")
+    """CLI of the ``pdlib-data`` script: ``fetch [names…] [--force]`` or ``list``. A bad input is
+    one line and exit 2, a failed fetch one line and exit 3; --debug shows the traceback."""
+    from pdlib.errors import cli_main
+    return cli_main("pdlib.data", _main, argv, failures=(RuntimeError,))
+
+
+def _main(argv: list[str]) -> int:
+    from pdlib.errors import ArgumentParser
+    parser = ArgumentParser(prog="python -m pdlib.data",
+                            description="Fetch and list pdlib's offline data sets.",
+                            epilog="--debug shows the traceback of an error. Exit status: 2 bad "
+                                   "input, 3 a fetch failed.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_fetch = sub.add_parser("fetch", help="fetch and verify data sets into the data folder")
     p_fetch.add_argument("names", nargs="*", metavar="NAME",

@@ -3,19 +3,82 @@
 `generate` draws n images from a trained Method in batches, with one explicit generator (the same
 seed and batch size give the same images), a progress bar, and the network evaluations counted
 per image. `evaluate_checkpoint` adds the FID-family metrics of `pdlib.metrics.evaluate`.
+
+Both check every argument before any work (`prepare_evaluation` does it for the evaluate
+notebook's first cell): guidance a finite w >= 0 (w = 0 unconditional, 1 conditional, > 1
+guided; a negative w samples away from the class, which no chapter means, and guidance needs a
+class-conditional model), steps None or >= 1, counts >= 1, the output folders writable. Samples
+with NaN/inf are refused (`NonFiniteSamplesError`, naming how many) rather than measured; the
+results record what was actually used (the method's default sampler and number of steps when
+None was passed); `write_json` writes strict JSON and refuses NaN/inf values.
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 
+from pdlib._checks import check, check_writable, is_int, is_num
 from pdlib.denoisers import NFECounter, learns_variance
+from pdlib.errors import NonFiniteSamplesError
 
-__all__ = ["generate", "evaluate_checkpoint", "load_for_evaluation", "x0_mse", "x0_mse_by_t", "write_json"]
+__all__ = ["generate", "evaluate_checkpoint", "prepare_evaluation", "load_for_evaluation", "x0_mse",
+           "x0_mse_by_t", "write_json", "sampling_used", "check_sampling_args"]
+
+
+def check_sampling_args(method=None, *, guidance=1.0, steps=None, seed=0, dynamic_threshold=None,
+                        sampler=None, variance=None, class_labels=None, n=None) -> None:
+    """ValueError naming the argument unless it can be sampled with (method=None: the checks
+    that need no method)."""
+    check(is_num(guidance) and guidance >= 0, "guidance", guidance,
+          "a finite number >= 0 (0: unconditional, 1: conditional, > 1: guided)")
+    check(steps is None or (is_int(steps) and steps >= 1), "steps", steps,
+          "None (the method's default) or an int >= 1")
+    check(is_int(seed) and seed >= 0, "seed", seed, "an int >= 0")
+    check(dynamic_threshold is None or isinstance(dynamic_threshold, bool), "dynamic_threshold",
+          dynamic_threshold, "None (the method's default), True or False")
+    check(sampler is None or (isinstance(sampler, str) and sampler != ""), "sampler", sampler,
+          "None (the method's default) or a sampler name")
+    if variance is not None and sampler != "ddpm":
+        raise ValueError(f"variance={variance!r} with sampler={sampler!r}; allowed: variance=None, "
+                         "or sampler='ddpm' (the only sampler with a reverse variance)")
+    if method is None:
+        return
+    if not method.class_cond:
+        check(guidance == 1.0, "guidance", guidance, "1.0 (this method is not class-conditional)")
+    elif class_labels is not None:
+        labels = torch.as_tensor(class_labels)
+        check(labels.dtype in (torch.int64, torch.int32) and labels.ndim == 1
+              and (n is None or len(labels) == n)
+              and bool(((labels >= 0) & (labels < method.num_classes)).all()),
+              "class_labels", f"a {tuple(labels.shape)} {labels.dtype} tensor",
+              f"int labels [n] in 0..{method.num_classes - 1}")
+    allowed = getattr(method, "samplers", ())
+    if sampler is not None and allowed:
+        check(sampler in allowed, "sampler", sampler, f"one of {list(allowed)}")
+
+
+def _default_sampler(method) -> str | None:
+    p = inspect.signature(method.sample).parameters.get("sampler")
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+def sampling_used(method, sampler=None, steps=None, variance=None) -> dict:
+    """What sample(sampler=…, steps=…) actually uses: the default sampler name and number of
+    steps where None, and the DDPM sampler's effective reverse variance."""
+    used = {"sampler": sampler or _default_sampler(method) or "default",
+            "steps": int(steps) if steps else int(method.default_sample_steps)}
+    if used["sampler"] == "ddpm":
+        used["variance"] = variance if variance not in (None, "auto") else (
+            "learned" if learns_variance(method.denoiser) else "posterior")
+    else:
+        used["variance"] = None
+    return used
 
 
 @torch.no_grad()
@@ -30,11 +93,19 @@ def generate(method, n: int, *,
              variance: str | None = None,    # the 'ddpm' sampler's reverse variance (samplers.ddpm_sample); None = its default
              device=None,                    # where to sample; None = where the method's weights are
              progress: bool = True) -> tuple[torch.Tensor, float]:
-    """(images [n, C, H, W] in [-1, 1] on the CPU, network evaluations per image; a guided step counts 2)."""
-    if not isinstance(n, int) or n < 1:
+    """(images [n, C, H, W] in [-1, 1] on the CPU, network evaluations per image; a guided step
+    counts 2). Every argument is checked before sampling (ValueError naming it); images with
+    NaN/inf are kept (evaluate_checkpoint refuses to measure them)."""
+    if not is_int(n) or n < 1:
         raise ValueError(f"n={n!r} is invalid; allowed: an integer >= 1")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1")
+    check_sampling_args(method, guidance=guidance, steps=steps, seed=seed,
+                        dynamic_threshold=dynamic_threshold, sampler=sampler, variance=variance,
+                        class_labels=class_labels, n=n)
+    if device is not None:
+        from pdlib.train.dist import resolve_device
+        device = resolve_device(str(device), 0, name_of="device") if str(device) != "auto" else None
     from tqdm.auto import tqdm
 
     g = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -46,9 +117,6 @@ def generate(method, n: int, *,
         counted.threshold_guided = bool(dynamic_threshold)
     kwargs = {} if sampler is None else {"sampler": sampler}
     if variance is not None:
-        if sampler != "ddpm":
-            raise ValueError(f"variance={variance!r} with sampler={sampler!r}; allowed: variance=None, "
-                             "or sampler='ddpm' (the only sampler with a reverse variance)")
         kwargs["variance"] = variance
     out, rows = [], 0
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
@@ -63,9 +131,35 @@ def generate(method, n: int, *,
 
 
 def write_json(obj: dict, path) -> Path:
-    """Write obj as indented JSON, atomically (pdlib.checkpoint.atomic_write_text)."""
+    """Write obj as indented strict JSON, atomically (pdlib.checkpoint.atomic_write_text); a NaN
+    or inf anywhere is a ValueError naming its key (nothing is written)."""
     from pdlib.checkpoint import atomic_write_text
-    return atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+    bad = _nonfinite_keys(obj)
+    if bad:
+        raise ValueError(f"results for {str(path)!r} hold NaN/inf at {bad[:5]}; strict JSON has "
+                         "neither, and such results are not written")
+    return atomic_write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", path)
+
+
+def _nonfinite_keys(obj, prefix="") -> list[str]:
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [prefix or "(value)"]
+    if isinstance(obj, dict):
+        return [k for key, v in obj.items()
+                for k in _nonfinite_keys(v, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(obj, (list, tuple)):
+        return [k for i, v in enumerate(obj) for k in _nonfinite_keys(v, f"{prefix}[{i}]")]
+    return []
+
+
+def _check_out_file(path, name: str) -> None:
+    """ValueError naming `name` unless path can be written (its folder writable, not a folder)."""
+    if path is None:
+        return
+    check(isinstance(path, (str, Path)) and str(path) != "", name, path, "None or a file path")
+    p = Path(path)
+    check(not p.is_dir(), name, str(path), "a file path (this is a folder)")
+    check_writable(p.parent, name, value=str(path))
 
 
 def load_for_evaluation(checkpoint, snr_boundaries=None, device="cpu"):
@@ -139,36 +233,97 @@ def variance_weights(method, ts, n: int = 250, seed: int = 0, device="cpu") -> d
     return out
 
 
-def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000, ref_split: str = "train",
-                        metrics=("fid", "kid", "pr"), batch_size: int = 100, seed: int = 0, ref_seed: int = 0,
-                        sampler: str | None = None, steps: int | None = None, guidance: float = 1.0,
+def prepare_evaluation(checkpoint, *, n_samples: int = 1000, n_ref: int | None = 1000,
+                       ref_split: str = "train", metrics=("fid", "kid", "pr"), batch_size: int = 100,
+                       seed: int = 0, ref_seed: int = 0, sampler: str | None = None,
+                       steps: int | None = None, guidance: float = 1.0,
+                       dynamic_threshold: bool | None = None, variance: str | None = None,
+                       snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000, device="cpu",
+                       out_json=None, out_grid=None, progress: bool = True):
+    """Check every argument of evaluate_checkpoint (a ValueError or FileNotFoundError naming the
+    argument or file), load the method and check what depends on it; returns the method. Runs no
+    sampler and writes nothing (the evaluate notebook's first cell)."""
+    from pdlib.metrics import METRICS
+    from pdlib.train.dist import resolve_device
+    for name, v in (("n_samples", n_samples), ("batch_size", batch_size), ("x0_mse_n", x0_mse_n)):
+        check(is_int(v) and v >= 1, name, v, "an int >= 1")
+    check(n_ref is None or (is_int(n_ref) and n_ref >= 1), "n_ref", n_ref, "None (all) or an int >= 1")
+    check(is_int(ref_seed) and ref_seed >= 0, "ref_seed", ref_seed, "an int >= 0")
+    check(ref_split in ("train", "test"), "ref_split", ref_split, "'train' or 'test'")
+    check(isinstance(metrics, (list, tuple)) and all(m in METRICS and m != "is" for m in metrics),
+          "metrics", metrics, f"a list of {[m for m in METRICS if m != 'is']} ([] = samples only)")
+    check(isinstance(x0_mse_t, (list, tuple)) and all(is_int(t) and t >= 0 for t in x0_mse_t),
+          "x0_mse_t", x0_mse_t, "a list of steps t >= 0 (VP methods; [] = skip)")
+    check_sampling_args(guidance=guidance, steps=steps, seed=seed, dynamic_threshold=dynamic_threshold,
+                        sampler=sampler, variance=variance)
+    check(isinstance(device, (str, torch.device)), "device", device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
+    resolve_device(str(device), 0, name_of="device")
+    _check_out_file(out_json, "out_json")
+    _check_out_file(out_grid, "out_grid")
+    method = load_for_evaluation(checkpoint, snr_boundaries, device=device)
+    check_sampling_args(method, guidance=guidance, steps=steps, seed=seed,
+                        dynamic_threshold=dynamic_threshold, sampler=sampler, variance=variance)
+    if x0_mse_t:
+        if not hasattr(method, "schedule"):
+            raise ValueError(f"x0_mse_t={list(x0_mse_t)!r} needs a VP method (with a discrete "
+                             f"schedule); this checkpoint's method is {method.name!r}")
+        T = method.schedule.T
+        check(all(t < T for t in x0_mse_t), "x0_mse_t", list(x0_mse_t), f"steps t in [0, {T})")
+    return method
+
+
+def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None = 1000,
+                        ref_split: str = "train", metrics=("fid", "kid", "pr"), batch_size: int = 100,
+                        seed: int = 0, ref_seed: int = 0, sampler: str | None = None,
+                        steps: int | None = None, guidance: float = 1.0,
                         dynamic_threshold: bool | None = None, variance: str | None = None,
-                        snr_boundaries=None, x0_mse_t=(),
-                        x0_mse_n: int = 1000,
-                        device="cpu", progress: bool = True) -> tuple[dict, torch.Tensor]:
+                        snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000, device="cpu",
+                        out_json=None, method=None, progress: bool = True) -> tuple[dict, torch.Tensor]:
     """Sample a checkpoint's EMA weights (or a split model's: a list of checkpoints and their
     snr_boundaries) and measure them: (results dict, the samples). dynamic_threshold: override
     the method's choice of thresholding x̂0 under guidance. variance: the DDPM sampler's reverse
     variance. x0_mse_t: also the held-out x0-MSE at these steps t of a VP method, on x0_mse_n
-    test images (and, for a model that learns its variances, their interpolation weights there)."""
+    test images (and, for a model that learns its variances, their interpolation weights there).
+    out_json: also write the results there (strict JSON). method: the checkpoint's method,
+    loaded already by prepare_evaluation (None: checked and loaded here).
+
+    Every argument is checked before sampling; samples with NaN/inf raise NonFiniteSamplesError
+    (no metrics are computed or written); 'sampler', 'steps' and 'variance' in the results are
+    the ones used (the method's defaults where None was passed)."""
     from pdlib import metrics as M
 
-    method = load_for_evaluation(checkpoint, snr_boundaries, device=device)
+    kw = dict(n_samples=n_samples, n_ref=n_ref, ref_split=ref_split, metrics=metrics,
+              batch_size=batch_size, seed=seed, ref_seed=ref_seed, sampler=sampler, steps=steps,
+              guidance=guidance, dynamic_threshold=dynamic_threshold, variance=variance,
+              snr_boundaries=snr_boundaries, x0_mse_t=x0_mse_t, x0_mse_n=x0_mse_n, device=device)
+    if method is None:
+        method = prepare_evaluation(checkpoint, out_json=out_json, **kw)
+    else:
+        _check_out_file(out_json, "out_json")
     t0 = time.perf_counter()
     images, nfe = generate(method, n_samples, batch_size=batch_size, seed=seed, sampler=sampler,
                            steps=steps, guidance=guidance, dynamic_threshold=dynamic_threshold,
                            variance=variance, device=device, progress=progress)
     t_sample = time.perf_counter() - t0
+    bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+    if bad:
+        raise NonFiniteSamplesError(
+            f"{bad} of {n_samples} samples hold NaN/inf (guidance={guidance!r}, steps={steps!r}, "
+            f"sampler={sampler!r}, checkpoint {str(checkpoint)!r}): no metrics are computed or "
+            "written for them; check the checkpoint's weights and the sampling arguments")
     cfg = method.cfg
+    used = sampling_used(method, sampler, steps, variance)
     result = {"checkpoint": checkpoint if isinstance(checkpoint, (list, tuple)) and len(checkpoint) > 1
               else str(checkpoint if isinstance(checkpoint, (str, Path)) else checkpoint[0]),
               "method": cfg.method.name if not snr_boundaries else repr(method), "preset": cfg.net.preset,
               "snr_boundaries": list(snr_boundaries) if snr_boundaries else None,
-              "dataset": cfg.data.dataset, "resolution": method.resolution, "sampler": sampler or "default",
-              "steps": steps, "nfe_per_image": nfe, "guidance": guidance, "variance": variance,
+              "dataset": cfg.data.dataset, "resolution": method.resolution, "sampler": used["sampler"],
+              "steps": used["steps"], "nfe_per_image": nfe, "guidance": float(guidance),
+              "variance": used["variance"],
               "dynamic_threshold": bool(method.class_cond and guidance != 1.0 and (
                   method.threshold_guided if dynamic_threshold is None else dynamic_threshold)),
-              "seed": seed, "sampling_seconds": round(t_sample, 2), "ref_split": ref_split, "ref_seed": ref_seed}
+              "seed": seed, "batch_size": batch_size, "sampling_seconds": round(t_sample, 2),
+              "ref_split": ref_split, "ref_seed": ref_seed}
     if metrics:
         t0 = time.perf_counter()
         result.update(M.evaluate(images, cfg.data.dataset, method.resolution, n_ref, metrics=tuple(metrics),
@@ -178,6 +333,8 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int = 1000,
         result.update(x0_mse(method, x0_mse_t, n=x0_mse_n, seed=ref_seed, device=device))
         if learns_variance(method.denoiser):
             result.update(variance_weights(method, x0_mse_t, n=min(x0_mse_n, 250), seed=ref_seed, device=device))
+    if out_json is not None:
+        write_json(result, out_json)
     return result, images
 
 

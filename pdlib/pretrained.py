@@ -16,7 +16,6 @@ torch.load(weights_only=True) (pdlib.checkpoint).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -50,12 +49,30 @@ def export(checkpoint, out_path, dtype: str = "fp16", ema: bool = True, referenc
     samples as <out>.png for `reference_samples` tests."""
     from safetensors.torch import save_file
 
-    from pdlib.checkpoint import atomic_write_text, load_checkpoint
+    from pdlib._checks import check_writable
+    from pdlib.checkpoint import (atomic_write, atomic_write_text, load_checkpoint, nonfinite_entries,
+                                  require_keys)
+    from pdlib.train.state import saved_config
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is invalid; allowed: {sorted(DTYPES)}")
+    if reference is not None and not isinstance(reference, dict):
+        raise ValueError(f"reference={reference!r} is invalid; allowed: None or a dict of sample "
+                         "arguments (seed, n, sampler, steps, guidance)")
+    out_path = Path(out_path)
+    if out_path.suffix != ".safetensors" or out_path.is_dir():
+        raise ValueError(f"out={str(out_path)!r} is invalid; allowed: a file path ending in .safetensors")
+    check_writable(out_path.parent, "out", value=str(out_path))
     state = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = TrainConfig.from_dict(json.loads(state["config"]))
-    weights = state["ema" if ema else "model"]
+    key = "ema" if ema else "model"
+    require_keys(state, checkpoint, ("config", "step", key))
+    cfg = saved_config(state, checkpoint)
+    weights = state[key]
+    bad = nonfinite_entries({key: weights}, keys=(key,))
+    if bad:
+        raise ValueError(f"checkpoint {str(checkpoint)!r}: its {key} weights hold NaN/inf ({len(bad)} "
+                         f"tensors, e.g. {bad[0]}); allowed: a checkpoint of a run that did not diverge")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"checkpoint {str(checkpoint)!r}: its {key!r} entry is not a dict of tensors")
     tensors = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous()
                for k, v in weights.items()}
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "step": str(int(state["step"])),
@@ -64,11 +81,7 @@ def export(checkpoint, out_path, dtype: str = "fp16", ema: bool = True, referenc
             "torch_version": str(torch.__version__)}
     if reference is not None:
         meta["reference"] = json.dumps(reference)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(out_path)
+    atomic_write(out_path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     if reference is not None:
         from pdlib.viz import save_grid
         method = load_method(out_path)
@@ -91,7 +104,19 @@ def read_metadata(path) -> dict:
         raise ValueError(f"weights {str(path)!r} are not a readable safetensors file ({e})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"weights {str(path)!r} have format={meta.get('format')!r}; allowed: {FORMAT!r}")
+    if "config" not in meta:
+        raise ValueError(f"weights {str(path)!r} lack the 'config' metadata of a pdlib export")
     return meta
+
+
+def _export_config(meta: dict, path) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(json.loads(meta["config"]))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"weights {str(path)!r}: the 'config' metadata is not JSON ({e})") from None
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"weights {str(path)!r}: the 'config' metadata is invalid "
+                         f"({' '.join(str(e).split())})") from None
 
 
 def load_method(path, ema: bool = True, device="cpu"):
@@ -102,19 +127,27 @@ def load_method(path, ema: bool = True, device="cpu"):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         meta = read_metadata(path)
-        cfg = TrainConfig.from_dict(json.loads(meta["config"]))
+        cfg = _export_config(meta, path)
         weights = load_file(str(path))
     else:
-        from pdlib.checkpoint import load_checkpoint
+        from pdlib.checkpoint import load_checkpoint, require_keys
         from pdlib.train.state import saved_config
         state = load_checkpoint(path, map_location="cpu")
+        require_keys(state, path, ("config", "ema" if ema else "model"))
         cfg = saved_config(state, path)
         weights = state["ema" if ema else "model"]
+        if not isinstance(weights, dict):
+            raise ValueError(f"checkpoint {str(path)!r}: its {'ema' if ema else 'model'!r} entry "
+                             "is not a dict of tensors")
     method = build_method(cfg)
     ref = method.state_dict()
-    weights = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v)
-               for k, v in weights.items()}
-    method.load_state_dict(weights)
+    try:
+        weights = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v)
+                   for k, v in weights.items()}
+        method.load_state_dict(weights)
+    except (RuntimeError, AttributeError, TypeError) as e:
+        raise ValueError(f"weights {str(path)!r} do not fit the network of their own config "
+                         f"({' '.join(str(e).split())[:300]}); the file is damaged") from None
     method.to(device)
     method.denoiser.eval()
     return method
@@ -142,7 +175,16 @@ def reference_samples(method, reference: dict) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pdlib.pretrained", description=__doc__.split("\n\n")[0])
+    """`python -m pdlib.pretrained export|list`; a bad input is one line and exit 2 (--debug:
+    the traceback)."""
+    from pdlib.errors import cli_main
+    return cli_main("pdlib.pretrained", _main, argv)
+
+
+def _main(argv) -> int:
+    from pdlib.errors import ArgumentParser
+    p = ArgumentParser(prog="python -m pdlib.pretrained", description=__doc__.split("\n\n")[0],
+                       epilog="--debug shows the traceback of an error; exit status 2: bad input")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export", help="a checkpoint's EMA weights + config → one safetensors file")
     e.add_argument("checkpoint")
@@ -154,20 +196,23 @@ def main(argv=None) -> int:
     e.add_argument("--source", default=None, help="what to record as the weights' origin")
     sub.add_parser("list", help="the committed models")
     args = p.parse_args(argv)
-    try:
-        if args.cmd == "export":
+    if args.cmd == "export":
+        try:
             ref = json.loads(args.reference) if args.reference else None
-            out = export(args.checkpoint, args.out, dtype=args.dtype, ema=not args.raw,
-                         reference=ref, source=args.source)
-            print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-        else:
-            for name in available():
-                meta = read_metadata(WEIGHTS_DIR / f"{name}.safetensors")
-                cfg = TrainConfig.from_dict(json.loads(meta["config"]))
-                print(f"{name}: {cfg.summary()}, step {meta['step']}, {meta['dtype']}")
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:
-        print(f"pdlib.pretrained: error: {err}", file=sys.stderr)
-        return 2
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--reference={args.reference!r} is not JSON ({e}); allowed: a JSON "
+                             'object, e.g. \'{"seed": 0, "n": 16, "steps": 18}\'') from None
+        if ref is not None and not isinstance(ref, dict):
+            raise ValueError(f"--reference={args.reference!r} is invalid; allowed: a JSON object")
+        out = export(args.checkpoint, args.out, dtype=args.dtype, ema=not args.raw,
+                     reference=ref, source=args.source)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    else:
+        for name in available():
+            path = WEIGHTS_DIR / f"{name}.safetensors"
+            meta = read_metadata(path)
+            cfg = _export_config(meta, path)
+            print(f"{name}: {cfg.summary()}, step {meta['step']}, {meta['dtype']}")
     return 0
 
 

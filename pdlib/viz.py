@@ -46,10 +46,12 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
     """Write images (B, C, H, W) in [-1, 1] as one PNG grid; returns the path."""
     from PIL import Image
 
+    from pdlib.checkpoint import atomic_write
+
     arr = to_uint8(make_grid(images, nrow=nrow, padding=padding))
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(arr).save(path)
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
+    atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt))   # never a torn file
     return path
 
 

@@ -64,3 +64,22 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert abs(summary["loss"] - single.metrics["loss"]) < 1e-5   # the all-reduced loss
     init = train(cfg.replace(steps=0, out_dir=None), progress=False).method.state_dict()
     assert max((ref_model[k] - init[k]).abs().max() for k in init) > 1e-3   # the run did train
+
+
+@pytest.mark.slow
+def test_torchrun_refusal_by_rank_0_stops_every_rank(tmp_path):
+    """Rank 0 alone checks the run folder (and takes its lock); when it refuses, the other ranks
+    stop too instead of waiting for it forever."""
+    out = tmp_path / "taken"
+    train(config_from_args([*FLAGS, "--run.out-dir", str(out)])[0], progress=False)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "pdlib.train", *FLAGS, "--run.out-dir", str(out), "--run.resume", "never",
+           "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode != 0
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("pdlib.train: error: ")]
+    assert any("holds another run" in ln for ln in ours), proc.stderr[-3000:]
+    assert any("rank 0 of this run failed" in ln for ln in ours), proc.stderr[-3000:]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before

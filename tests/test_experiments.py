@@ -51,3 +51,9 @@ def test_bad_parameter_names_itself(tmp_path):
         _run("train.ipynb", tmp_path / "bad3.ipynb", tmp_path, method="vp", preset="tiny", dataset="digits",
              resolution=8, batch_size=16, steps=2, out_dir=str(tmp_path / "run3"), init_from="missing.pt")
     assert "init_from='missing.pt' does not exist" in str(info.value)
+    # the evaluate notebook checks every parameter in its first cell, before sampling
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        _run("evaluate.ipynb", tmp_path / "bad4.ipynb", tmp_path, checkpoint=str(tmp_path / "missing.pt"),
+             steps=0, out_json=str(tmp_path / "e.json"))
+    assert info.value.ename == "ValueError" and info.value.evalue.startswith("steps=0 is invalid")
+    assert "\n" not in info.value.evalue and not (tmp_path / "e.json").exists()

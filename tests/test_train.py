@@ -358,12 +358,19 @@ def test_resume_from_a_corrupt_checkpoint_names_the_file(tmp_path):
         train(tiny(steps=2, resume="nope.pt"), progress=False)
 
 
-def test_resume_never_starts_over(tmp_path):
+def test_resume_never_starts_over_only_with_overwrite(tmp_path):
     train(tiny(steps=2, out_dir=str(tmp_path)), progress=False)
-    again = train(tiny(steps=1, resume="never", out_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match=r"holds another run .*run.overwrite=True"):
+        train(tiny(steps=1, resume="never", out_dir=str(tmp_path)), progress=False)
+    with pytest.warns(RuntimeWarning, match=r"moved the old run"):
+        again = train(tiny(steps=1, resume="never", overwrite=True, out_dir=str(tmp_path)),
+                      progress=False)
     assert again.step == 1 and [r["step"] for r in again.history] == [1]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["step"] for s in lines] == [1]                 # a new run's log
+    old, = tmp_path.glob(".old-*")                                       # the old run, whole
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["ckpt-0000001.pt", LATEST]
+    assert load_checkpoint(old / LATEST)["step"] == 2 and (old / "ckpt-0000002.pt").is_file()
 
 
 @dataclass(frozen=True)

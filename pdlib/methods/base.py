@@ -73,6 +73,7 @@ class Method:
     default_sample_steps: ClassVar[int] = 18    # sampler steps when sample(steps=None)
     threshold_guided: ClassVar[bool] = False    # sample(guidance != 1): dynamic thresholding of x̂0 too
     samples_alone: ClassVar[bool] = True        # sample() makes images from noise by itself
+    samplers: ClassVar[tuple[str, ...]] = ()    # the sampler names sample(sampler=…) accepts, default first
 
     def __init__(self, cfg):
         data = cfg.data

@@ -36,6 +36,8 @@ class EDMOptions(MethodOptions):
 class EDMMethod(Method):
     """EDM: D = c_skip·x + c_out·F(c_in·x, c_noise); λ(σ)-weighted x0 loss; Heun sampling."""
 
+    samplers = ("heun", "euler")
+
     def net_kwargs(self):
         return {**super().net_kwargs(), "learn_sigma": False}
 

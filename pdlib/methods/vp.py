@@ -58,6 +58,7 @@ class VPMethod(Method):
     """DDPM/ADM: VPPrecond (ε, x0 or v) + VPLoss (weighting, hybrid VLB); DDIM/DDPM/EDM-Heun sampling."""
 
     default_sample_steps = 50
+    samplers = ("ddim", "ddpm", "heun", "edm")
 
     @classmethod
     def resolve(cls, cfg):

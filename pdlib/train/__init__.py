@@ -5,12 +5,13 @@ state on disk (checkpoints, resume, warm starts), SNR-split training and the CLI
     torchrun --standalone --nproc_per_node=2 -m pdlib.train --data.dataset digits --net.preset tiny ...
 """
 from pdlib.config import TrainConfig, resolve_config
-from pdlib.train.loop import TrainResult, train
+from pdlib.errors import DivergenceError, RunFolderError
+from pdlib.train.loop import TrainResult, preflight, train
 from pdlib.train.plan import BatchStream, derive_seed, ema_beta, lr_at, micro_batch_size, total_steps
 from pdlib.train.split import SplitResult, train_split
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_split", "SplitResult", "resolve_config",
-           "lr_at", "ema_beta", "derive_seed", "BatchStream", "total_steps", "micro_batch_size",
+__all__ = ["TrainConfig", "TrainResult", "train", "preflight", "DivergenceError", "RunFolderError",
+           "train_split", "SplitResult", "resolve_config", "lr_at", "ema_beta", "derive_seed", "BatchStream", "total_steps", "micro_batch_size",
            "main", "config_from_args"]
 
 

@@ -11,6 +11,11 @@ field with its comment. The method section is the chosen method's own options da
 parser is built after `--method.name` (or the `--config` file) has named the method, so
 `--method.name vp --help` lists the VP options.
 
+Errors: a bad input (config, data, checkpoint, output folder, device, a full disk) is one line
+`pdlib.train: error: …` naming the parameter or file, with exit status 2; a run that diverged is
+one line `pdlib.train: run failed: …` with exit status 3 (pdlib.errors); `--debug` shows the
+traceback.
+
 Why tyro: it builds nested options straight from (frozen) dataclasses, reads each field's trailing
 comment as its help text, and parses tuples, unions with None, and dicts without hand-written
 converters; the same dataclasses go to and from JSON through dacite (pdlib.config).
@@ -54,14 +59,16 @@ def _description() -> str:
             f"Methods: {', '.join(sorted(METHODS))} (--method.name NAME --help shows NAME's options). "
             f"Net presets: {', '.join(NET_PRESETS)}. "
             "--config FILE.json starts from a saved or hand-written config (options given here win); "
-            "--no-progress hides the progress bar.")
+            "--no-progress hides the progress bar; --debug shows the traceback of an error. "
+            "Exit status: 0 done, 2 bad input (one line on stderr), 3 the run failed (diverged).")
 
 
 def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
     """(config, flags) from command-line arguments; ValueError names a bad field."""
     import tyro
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    from pdlib.errors import ArgumentParser
+    pre = ArgumentParser(prog="python -m pdlib.train", add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
     pre.add_argument("--no-progress", dest="no_progress", action="store_true")
     pre.add_argument("--method.name", "--method-name", dest="method_name")
@@ -71,10 +78,13 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argpar
         path = Path(flags.config)
         try:
             d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:              # JSONDecodeError, UnicodeDecodeError
             raise ValueError(f"--config={flags.config!r} cannot be read as JSON ({e}); allowed: a "
                              "JSON file of config fields (sectioned, or flat)") from None
-        base = TrainConfig.from_dict(d)
+        try:
+            base = TrainConfig.from_dict(d)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--config={flags.config!r}: {' '.join(str(e).split())}") from None
     if flags.method_name is not None and flags.method_name != base.method.name:
         base = base.replace(method=flags.method_name)
     opts_cls = type(base.method)
@@ -117,20 +127,28 @@ def _tyro_cli(tyro, cls, args):
         if not e.code:                                  # --help (tyro prints it to stdout)
             sys.stderr.write(err.getvalue())
             raise
-        text = [re.sub(r"[│╭╮╰╯─┃━]+", " ", ln).strip() for ln in err.getvalue().splitlines()]
-        text = [t for t in text if t and not t.startswith(("For full helptext", "Argument helptext"))]
-        raise ValueError(" ".join(text[:3]) or f"invalid arguments {args!r}") from None
+        text = [re.sub(r"[│╭╮╰╯─┃━]+|-{3,}", " ", ln).strip().strip("|+").strip()
+                for ln in err.getvalue().splitlines()]
+        text = [t for t in text if t]
+        body = []
+        for t in text[1:] if len(text) > 1 else text:       # text[0]: the panel's title
+            if t.startswith(("For full helptext", "Argument helptext")):
+                break
+            body.append(t)
+        raise ValueError(" ".join(" ".join(body).split()) or f"invalid arguments {args!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: train, print a one-line JSON summary; a bad input is one line and exit 2."""
+    """Entry point: train, print a one-line JSON summary; a bad input is one line and exit 2, a
+    diverged run one line and exit 3 (pdlib.errors.cli_main); --debug shows the traceback."""
+    from pdlib.errors import cli_main
+    return cli_main("pdlib.train", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     from pdlib.train.loop import train
-    try:
-        cfg, flags = config_from_args(argv)
-        result = train(cfg, progress=not flags.no_progress)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"pdlib.train: error: {e}", file=sys.stderr)
-        return 2
+    cfg, flags = config_from_args(argv)
+    result = train(cfg, progress=not flags.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         summary = {"step": result.step, **{k: v for k, v in result.metrics.items() if k != "step"},
                    "checkpoint": str(result.checkpoint) if result.checkpoint else None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -21,11 +22,29 @@ class Dist:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int, name_of: str = "run.device") -> torch.device:
+    """run.device → a torch.device; ValueError naming run.device (or `name_of`) if it is not a
+    device of this machine."""
+    if not isinstance(name, str) or re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", name) is None:
+        raise ValueError(f"{name_of}={name!r} is invalid; allowed: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if name == "cuda":
-        return torch.device(f"cuda:{local_rank}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = ("this torch has no CUDA support" if torch.version.cuda is None else
+                   "no GPU is visible (CUDA_VISIBLE_DEVICES, driver)")
+            raise ValueError(f"{name_of}={name!r} but CUDA is not available: {why} (torch "
+                             f"{torch.__version__}); allowed here: 'auto' or 'cpu'")
+        index = local_rank if name == "cuda" else int(name.split(":")[1])
+        n = torch.cuda.device_count()
+        if index >= n:
+            raise ValueError(f"{name_of}={name!r} (GPU {index}) but this machine has {n} GPU"
+                             f"{'s' * (n != 1)}; allowed: 'cuda', 'cuda:0' … 'cuda:{n - 1}', "
+                             "'auto' or 'cpu'")
+        return torch.device(f"cuda:{index}")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{name_of}={name!r} but MPS (Apple GPU) is not available here; allowed: "
+                         "'auto' or 'cpu'")
     return torch.device(name)
 
 

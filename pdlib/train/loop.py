@@ -6,6 +6,20 @@ counted in the log as nonfinite_grad_steps, with a warning); AMP (bf16, or fp16 
 GradScaler on CUDA); DistributedDataParallel (gloo on CPU, nccl on CUDA); tqdm; metrics.jsonl;
 sample grids of the EMA model (through the method); atomic checkpoints with exact resume.
 
+What protects a run's work (pdlib.train.folder, pdlib.checkpoint):
+- The run folder is locked (`.lock`, rank 0) for the whole run; a new run refuses a folder that
+  holds another run unless run.overwrite (then the old run moves to `.old-<time>/`); temp files
+  of killed writes are removed at start. Everything that can be checked (config, device, data,
+  checkpoints, the folder) is checked before anything is written.
+- Divergence guard: a step whose loss or gradient norm is NaN/inf is zeroed and counted as
+  before; run.max_nonfinite_steps of them in a row stop the run with a DivergenceError (checked
+  at every log line and checkpoint, so the loop never waits on the GPU per step); the weights
+  are checked before every checkpoint, and NaN/inf weights stop the run without writing one.
+  The error names the step and the last good checkpoint, which rotation (run.ckpt_keep) never
+  deletes. With an fp16 GradScaler, inf/NaN gradients are the scaler's overflow signal (it skips
+  the step), so there only a non-finite loss counts.
+- A full disk is a DiskFullError naming the file and the checkpoint that is still intact.
+
 What the loss sees is the method's: `method.prepare_batch(images, labels, generator)` turns each
 data micro-batch into a `Batch` (crops, patches, tiles, blurred targets, …) that says how many
 images it holds, and the loss sum is divided by that count, so the loss is per image whatever
@@ -28,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,14 +52,16 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pdlib.checkpoint import write_checkpoint
+from pdlib.checkpoint import CheckpointError, atomic_write_text, checkpoint_path, write_checkpoint
 from pdlib.config import TrainConfig, resolve_config
+from pdlib.errors import DiskFullError, DivergenceError, PeerFailedError, exit_code, is_disk_full, one_line
 from pdlib.methods import Batch, Method, build_method
+from pdlib.train import folder as fo
 from pdlib.train import state as st
 from pdlib.train.dist import Dist, barrier, init_dist, resolve_amp
 from pdlib.train.plan import BatchStream, derive_seed, ema_beta, lr_at, micro_batch_size, total_steps
 
-__all__ = ["train", "TrainResult"]
+__all__ = ["train", "preflight", "TrainResult", "DivergenceError", "load_data"]
 
 
 @dataclass
@@ -88,14 +105,117 @@ def train(cfg: TrainConfig, progress: bool = True, callback: Callable | None = N
         raise ValueError(f"cfg is a {type(cfg).__name__}; allowed: a pdlib.config.TrainConfig "
                          "(TrainConfig.flat(**fields) builds one from flat keywords)")
     dist_info, device = init_dist(cfg.run.device)
+    lock = None
     try:
+        if cfg.run.out_dir is not None and dist_info.main:
+            lock = fo.RunLock(cfg.run.out_dir)          # only rank 0 writes, only rank 0 locks
+        _on_rank0(dist_info, device, lock.acquire if lock is not None else None)
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):    # the caller's global RNG is left as it was
             return _Trainer(cfg, dist_info, device, resume).run(progress, callback)
     finally:
+        if lock is not None:
+            lock.release()
         if dist_info.owns_group:
             import torch.distributed as dist
             dist.destroy_process_group()
+
+
+def preflight(cfg: TrainConfig, resume: bool | str | None = None) -> TrainConfig:
+    """Every check train(cfg) makes before it writes anything, writing nothing (nor allocating
+    the network, where it can be built on the meta device): the device and precision, the output
+    folder (writable, not locked by a live run, not holding another run unless run.overwrite),
+    the data, the checkpoint to resume (readable, complete, the same config outside the run
+    section, finite weights that fit the network) or run.init_from. Raises what train would
+    (ValueError, FileNotFoundError, RunFolderError, CheckpointError, each one line naming the
+    parameter or file); returns the resolved config. For the first cell of a notebook."""
+    from pdlib._checks import check_writable
+    from pdlib.checkpoint import load_checkpoint, nonfinite_entries, require_keys
+    from pdlib.train.dist import resolve_device
+    if not isinstance(cfg, TrainConfig):
+        raise ValueError(f"cfg is a {type(cfg).__name__}; allowed: a pdlib.config.TrainConfig")
+    device = resolve_device(cfg.run.device, 0)
+    resolve_amp(cfg.run.amp, device)
+    if cfg.run.out_dir is not None:
+        check_writable(cfg.run.out_dir, "run.out_dir")
+        fo.RunLock(cfg.run.out_dir).check_free()
+    data = load_data(cfg)
+    rcfg = resolve_config(cfg, data)
+    micro_batch_size(rcfg, int(os.environ.get("WORLD_SIZE", "1")))
+    BatchStream(data.images, None, rcfg.optim.batch_size, rcfg.optim.seed)     # batch <= data
+    try:                                    # the network's shapes without allocating it …
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_method(rcfg).state_dict().items()}
+    except (RuntimeError, NotImplementedError):     # … where every part can be built on meta
+        shapes = {k: tuple(v.shape) for k, v in build_method(rcfg).state_dict().items()}
+    path = st.resume_path(rcfg, resume)
+
+    def fits(weights, what):
+        if not isinstance(weights, dict) or \
+                {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()} != shapes:
+            raise CheckpointError(f"{what}: its weights do not fit net={rcfg.net!r} with "
+                                  f"data.class_cond={rcfg.data.class_cond!r}; allowed: a checkpoint "
+                                  "of the same network")
+    if path is not None:
+        state = st.load_resume_state(path, rcfg)
+        fits(state["model"], f"checkpoint {str(path)!r}")
+        fits(state["ema"], f"checkpoint {str(path)!r}")
+    elif rcfg.run.init_from is not None:
+        f = Path(rcfg.run.init_from)
+        if not f.is_file():
+            raise FileNotFoundError(f"run.init_from={rcfg.run.init_from!r} does not exist; allowed: "
+                                    "a training checkpoint of the same network (e.g. runs/x/latest.pt)")
+        state = load_checkpoint(f, map_location="cpu")
+        require_keys(state, f, ("model",))
+        bad = nonfinite_entries(state, keys=("model",))
+        if bad:
+            raise CheckpointError(f"run.init_from={rcfg.run.init_from!r} holds NaN/inf weights "
+                                  f"({len(bad)} tensors, e.g. {bad[0]}); allowed: a checkpoint with "
+                                  "finite weights")
+        fits(state["model"], f"run.init_from={rcfg.run.init_from!r}")
+    if cfg.run.out_dir is not None:
+        fo.check_folder(rcfg, path, dry_run=True)
+    return rcfg
+
+
+def _on_rank0(d: Dist, device, fn) -> None:
+    """Run fn (rank 0's share of the work, or None) and make every rank fail if it failed, so
+    that no rank waits forever on a collective of a rank that stopped."""
+    err = None
+    if fn is not None:
+        try:
+            fn()
+        except Exception as e:          # re-raised below, on this rank
+            err = e
+    if d.world > 1:
+        import torch.distributed as dist
+        code = torch.tensor([0.0 if err is None else float(exit_code(err))], device=device)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX)
+        if err is None and code.item() > 0:
+            raise PeerFailedError("rank 0 of this run failed before training (see its error line)",
+                                  int(code.item()))
+    if err is not None:
+        raise err
+
+
+def load_data(cfg: TrainConfig):
+    """cfg's training images (pdlib.data.load_dataset), errors named by their config field."""
+    import zipfile
+
+    from pdlib.data import load_dataset
+    d = cfg.data
+    try:
+        return load_dataset(d.dataset, resolution=d.resolution, n=d.n_data, seed=cfg.optim.seed)
+    except (ValueError, OSError, EOFError, ImportError, RuntimeError, zipfile.BadZipFile) as e:
+        msg = one_line(e)
+        for src, dst in (("n=", "data.n_data="), ("resolution=", "data.resolution="),
+                         ("name=", "data.dataset=")):
+            if msg.startswith(src):
+                msg = dst + msg[len(src):]
+                break
+        else:
+            msg = f"data.dataset={d.dataset!r} cannot be loaded: {msg}"
+        raise (FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError)(msg) from None
 
 
 class _Trainer:
@@ -103,11 +223,9 @@ class _Trainer:
 
     # -- state ------------------------------------------------------------------------------------
     def __init__(self, cfg: TrainConfig, d: Dist, device: torch.device, resume):
-        from pdlib.data import load_dataset
         self.d, self.device = d, device
         self.amp_dtype = resolve_amp(cfg.run.amp, device)
-        data = load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, n=cfg.data.n_data,
-                            seed=cfg.optim.seed)
+        data = load_data(cfg)
         self.cfg = cfg = resolve_config(cfg, data)
         self.m = micro_batch_size(cfg, d.world)                        # images per rank and round
         self.stream = BatchStream(data.images, data.labels if cfg.data.class_cond else None,
@@ -130,19 +248,11 @@ class _Trainer:
                                                    self.opt, self.scaler, self.stream)
         elif cfg.run.init_from is not None:
             st.init_weights(self.method, self.ema, cfg)
+        # the newest checkpoint with finite weights (what a DivergenceError points to)
+        self.good_ckpt = (self.ckpt_path, self.step) if self.ckpt_path is not None else None
         self.writes = self.out is not None and d.main
         self.history = []
-        if self.writes:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.metrics_path = self.out / "metrics.jsonl"
-            if self.ckpt_path is not None:
-                st.trim_metrics(self.metrics_path, self.step)
-                if self.metrics_path.is_file():               # records of the steps already done
-                    self.history = [json.loads(line) for line in
-                                    self.metrics_path.read_text().splitlines() if line.strip()]
-            else:
-                self.metrics_path.write_text("")
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        _on_rank0(d, device, self._prepare_folder if self.writes else None)
 
         if cfg.run.compile:
             self.method.net.compile()
@@ -158,8 +268,94 @@ class _Trainer:
         self.loss_sum = torch.zeros((), device=device, dtype=stats)       # Σ losses since the last log
         self.items = torch.zeros((), device=device, dtype=stats)          # Σ images they hold
         self.nonfinite = torch.zeros((), device=device, dtype=torch.int32)  # steps with NaN/inf gradients
+        self.streak = torch.zeros((), device=device, dtype=torch.int64)     # such steps in a row (loss too)
+        self.tripped = torch.zeros((), device=device, dtype=torch.int64)    # step it hit the limit; 0: no
         self.sample_seed = derive_seed(cfg.optim.seed, "samples")
         self._sample_note = False
+
+    def _prepare_folder(self) -> None:
+        """Rank 0, before its first write: refuse or set aside another run, remove the temp
+        files of killed writes, then start (or trim) metrics.jsonl and write config.json."""
+        cfg = self.cfg
+        fo.check_folder(cfg, self.ckpt_path)
+        fo.clean_temp_files(self.out)
+        self.metrics_path = self.out / "metrics.jsonl"
+        try:
+            if self.ckpt_path is not None:
+                st.trim_metrics(self.metrics_path, self.step)
+                if self.metrics_path.is_file():               # records of the steps already done
+                    self.history = [json.loads(line) for line in
+                                    self.metrics_path.read_text().splitlines() if line.strip()]
+            else:
+                self.metrics_path.write_text("")
+            atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", self.out / "config.json")
+        except OSError as e:
+            if is_disk_full(e):
+                raise self._disk_full(e) from e
+            raise
+
+    def _last_good(self) -> str:
+        if self.good_ckpt is None:
+            return "none (no checkpoint was written before)"
+        path, step = self.good_ckpt
+        return f"{str(path)!r} (step {step})"
+
+    def _again(self) -> str:
+        if self.good_ckpt is None:
+            return "start again"
+        return f"resume from it (run.resume={str(self.good_ckpt[0])!r})"
+
+    def _disk_full(self, e: OSError) -> DiskFullError:
+        name = getattr(e, "filename", None) or "a file of the run"
+        kept = (f"the previous checkpoint {self._last_good()} is intact" if self.good_ckpt else
+                "no checkpoint had been written yet")
+        return DiskFullError(f"disk full (ENOSPC: no space left on device) at step {self.step} "
+                             f"writing {str(name)!r}, which was not written; {kept}. Free some space "
+                             "(or set run.ckpt_keep) and run again to resume", name)
+
+    def check_divergence(self) -> None:
+        """DivergenceError if run.max_nonfinite_steps steps in a row had a NaN/inf loss or
+        gradient norm (the flag is set on the device in train_step; read here, at log lines
+        and checkpoints)."""
+        limit = self.cfg.run.max_nonfinite_steps
+        if limit is None:
+            return
+        tripped = self.tripped.clone()
+        if self.d.world > 1:
+            import torch.distributed as dist
+            dist.all_reduce(tripped, op=dist.ReduceOp.MAX)   # the loss is per rank
+        t = int(tripped.item())
+        if t:
+            what = "gradient norm" if self.scaler is None else "loss (fp16: the GradScaler handles gradients)"
+            raise DivergenceError(
+                f"step {t}: the loss or {what} was NaN/inf for {limit} steps in a row (steps "
+                f"{t - limit + 1}-{t}, lr {lr_at(self.cfg, t - 1):.3g}): the run diverged and stopped "
+                f"at step {self.step}; no checkpoint was written during such steps; the last good checkpoint "
+                f"is {self._last_good()}. Lower optim.lr or set optim.grad_clip, then {self._again()} "
+                "(run.max_nonfinite_steps sets how many such steps in a row stop a run)")
+
+    def _in_nonfinite_streak(self) -> bool:
+        """Whether the last step's loss or gradient norm was NaN/inf (on any rank); a checkpoint
+        due then waits for the next finite step (a normal run never waits)."""
+        streak = self.streak.clone()
+        if self.d.world > 1:
+            import torch.distributed as dist
+            dist.all_reduce(streak, op=dist.ReduceOp.MAX)
+        return bool(streak.item() > 0)
+
+    def check_weights(self) -> None:
+        """DivergenceError if the raw or the EMA weights hold NaN/inf (before a checkpoint)."""
+        tensors = [(f"model.{k}", v) for k, v in self.method.state_dict().items()] + \
+                  [(f"ema.{k}", v) for k, v in self.ema.state_dict().items()]
+        tensors = [(k, v) for k, v in tensors if v.is_floating_point()]
+        if bool(torch.stack([torch.isfinite(v).all() for _, v in tensors]).all()):
+            return
+        bad = [k for k, v in tensors if not bool(torch.isfinite(v).all())]
+        raise DivergenceError(
+            f"step {self.step}: the weights hold NaN/inf ({len(bad)} tensors, e.g. {bad[0]}): the "
+            f"run diverged; the checkpoint of step {self.step} was not written, latest.pt is "
+            f"unchanged; the last good checkpoint is {self._last_good()}. Lower optim.lr or set "
+            f"optim.grad_clip, then {self._again()}")
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -193,14 +389,23 @@ class _Trainer:
                     losses = self.model(batch, gen)                      # (items,)
                 loss = losses.float().sum() / (batch.n_images * accum)   # per image; DDP averages ranks
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            self.loss_sum += losses.detach().double().sum()
+            step_loss = losses.detach().double().sum()
+            self.loss_sum += step_loss
             self.items += batch.n_images
+            ok = torch.isfinite(step_loss) if a == 0 else ok & torch.isfinite(step_loss)
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
         grads = [p.grad for p in self.params if p.grad is not None]
+        step_bad = ~ok                        # a NaN/inf loss, or (below) gradient norm
         if grads and self.scaler is None:     # counted, not hidden (fp16: the scaler skips such steps)
             bad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads))
             self.nonfinite += bad.to(self.nonfinite.dtype)
+            step_bad = step_bad | bad
+        self.streak.mul_(step_bad).add_(step_bad)   # on the device: no per-step sync
+        limit = cfg.run.max_nonfinite_steps
+        if limit is not None:
+            self.tripped = torch.where((self.tripped == 0) & (self.streak >= limit),
+                                       self.step + 1, self.tripped)
         for g_ in grads:
             torch.nan_to_num(g_, nan=0.0, posinf=1e5, neginf=-1e5, out=g_)
         if cfg.optim.grad_clip is not None:
@@ -237,6 +442,7 @@ class _Trainer:
         if self.writes:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        self.check_divergence()
         return record
 
     def _stop_requested(self, record: dict, callback) -> bool:
@@ -253,6 +459,8 @@ class _Trainer:
 
     # -- files ------------------------------------------------------------------------------------
     def checkpoint(self, t_start: float) -> Path | None:
+        self.check_divergence()
+        self.check_weights()                  # every rank: the weights are the same on all
         barrier(self.d)
         path = None
         if self.writes:
@@ -260,6 +468,8 @@ class _Trainer:
                                         self.scaler, self.stream.position(self.step),
                                         time.perf_counter() - t_start)
             path = write_checkpoint(state, self.out, self.step, keep=self.cfg.run.ckpt_keep)
+        if self.out is not None:              # every rank knows what rank 0 wrote
+            self.good_ckpt = (path or checkpoint_path(self.out, self.step), self.step)
         barrier(self.d)
         return path
 
@@ -284,35 +494,47 @@ class _Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, progress: bool, callback) -> TrainResult:
         from tqdm.auto import tqdm
-        cfg, run = self.cfg, self.cfg.run
-        samples, last_ckpt = [], self.ckpt_path           # a finished run resumes as a no-op
+        cfg = self.cfg
         bar = tqdm(total=self.n_steps, initial=self.step, disable=not (progress and self.d.main),
                    dynamic_ncols=True, desc=cfg.summary().split(" on ")[0].replace(" ", ""))
-        t_last = time.perf_counter()
-        t_start = t_last - self.t_resumed
-        since, stop = 0, False
         try:
-            while self.step < self.n_steps and not stop:
-                self.train_step()
-                since += 1
-                bar.update(1)
-                if self.step % run.log_every == 0 or self.step == self.n_steps:
-                    record = self.log(since, t_last, t_start)
-                    since, t_last = 0, time.perf_counter()
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
-                    stop = self._stop_requested(record, callback)
-                last = self.step == self.n_steps or stop
-                t_io = time.perf_counter()
-                if (run.sample_every and self.step % run.sample_every == 0) or last:
-                    p = self.sample_grid()
-                    if p is not None:
-                        samples.append(p)
-                if (run.ckpt_every and self.step % run.ckpt_every == 0) or last:
-                    last_ckpt = self.checkpoint(t_start) or last_ckpt
-                t_last += time.perf_counter() - t_io          # img/s counts training time only
+            samples, last_ckpt = self._loop(bar, callback)
+        except OSError as e:
+            if is_disk_full(e) and self.writes:      # names the file and the intact checkpoint
+                raise self._disk_full(e) from e
+            raise
         finally:
             bar.close()
         self.method.denoiser.eval()
         return TrainResult(step=self.step, config=cfg, method=self.method, ema=self.ema,
                            history=self.history, out_dir=self.out, checkpoint=last_ckpt,
                            samples=samples)
+
+    def _loop(self, bar, callback) -> tuple[list, Path | None]:
+        run = self.cfg.run
+        samples, last_ckpt = [], self.ckpt_path           # a finished run resumes as a no-op
+        t_last = time.perf_counter()
+        t_start = t_last - self.t_resumed
+        since, stop, pending = 0, False, False
+        while self.step < self.n_steps and not stop:
+            self.train_step()
+            since += 1
+            bar.update(1)
+            if self.step % run.log_every == 0 or self.step == self.n_steps:
+                record = self.log(since, t_last, t_start)
+                since, t_last = 0, time.perf_counter()
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                stop = self._stop_requested(record, callback)
+            last = self.step == self.n_steps or stop
+            t_io = time.perf_counter()
+            if (run.sample_every and self.step % run.sample_every == 0) or last:
+                p = self.sample_grid()
+                if p is not None:
+                    samples.append(p)
+            if (run.ckpt_every and self.step % run.ckpt_every == 0) or last or pending:
+                # not in the middle of non-finite steps: such weights are no "good checkpoint"
+                pending = not last and self._in_nonfinite_streak()
+                if not pending:
+                    last_ckpt = self.checkpoint(t_start) or last_ckpt
+            t_last += time.perf_counter() - t_io          # img/s counts training time only
+        return samples, last_ckpt

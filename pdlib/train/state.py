@@ -12,19 +12,47 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pdlib.checkpoint import FORMAT, LATEST, CheckpointError, load_checkpoint, rng_state, set_rng_state
+from pdlib.checkpoint import (FORMAT, LATEST, CheckpointError, load_checkpoint, nonfinite_entries,
+                              require_keys, rng_state, set_rng_state)
 from pdlib.config import TrainConfig
+from pdlib.errors import one_line
 
 __all__ = ["resume_path", "check_resume_config", "checkpoint_state", "restore", "init_weights",
-           "trim_metrics", "update_ema", "saved_config"]
+           "trim_metrics", "update_ema", "saved_config", "load_resume_state", "CHECKPOINT_KEYS"]
+
+# what checkpoint_state writes and restore needs
+CHECKPOINT_KEYS = ("format", "config", "step", "model", "ema", "optimizer", "rng", "data")
 
 
 def saved_config(state: dict, path) -> TrainConfig:
     """The TrainConfig stored in a checkpoint (any version, through pdlib.config.migrate)."""
+    require_keys(state, path, ("config",))
+    text = state["config"]
+    if not isinstance(text, str):
+        raise CheckpointError(f"checkpoint {str(path)!r}: its 'config' is a {type(text).__name__}; "
+                              "expected the JSON text of a TrainConfig")
     try:
-        return TrainConfig.from_dict(json.loads(state["config"]))
-    except (KeyError, json.JSONDecodeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r}: its config cannot be read ({e})") from None
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r}: its 'config' is not JSON ({e})") from None
+    try:
+        return TrainConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r}: its config is invalid ({one_line(e)})") from None
+
+
+def load_resume_state(path, cfg: TrainConfig) -> dict:
+    """A checkpoint to resume, checked: readable, complete, the same config outside the run
+    section, finite weights (CheckpointError / ValueError naming the file otherwise)."""
+    state = load_checkpoint(path, map_location="cpu")
+    require_keys(state, path, CHECKPOINT_KEYS)
+    check_resume_config(saved_config(state, path), cfg, path)
+    bad = nonfinite_entries(state)
+    if bad:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds NaN/inf weights ({len(bad)} tensors, "
+                              f"e.g. {bad[0]}): its run had diverged; allowed: an earlier checkpoint "
+                              "with finite weights (run.resume=PATH)")
+    return state
 
 
 def resume_path(cfg: TrainConfig, resume) -> Path | None:
@@ -39,6 +67,9 @@ def resume_path(cfg: TrainConfig, resume) -> Path | None:
         if resume is True and (latest is None or not latest.is_file()):
             raise FileNotFoundError(f"resume=True but there is no checkpoint {str(latest)!r}")
         return latest if latest is not None and latest.is_file() else None
+    if Path(mode).is_dir():
+        raise ValueError(f"run.resume={mode!r} is a folder; allowed: 'auto', 'never' or a checkpoint "
+                         f"file (e.g. {str(Path(mode) / LATEST)!r})")
     if not Path(mode).is_file():
         raise FileNotFoundError(f"run.resume={mode!r}: no such checkpoint file")
     return Path(mode)
@@ -57,7 +88,8 @@ def check_resume_config(saved: TrainConfig, cfg: TrainConfig, path) -> None:
     if diff:
         raise ValueError(f"resume: the checkpoint {str(path)!r} was trained with a different "
                          f"config ({', '.join(diff)}); only the run section may change on resume. "
-                         "Use run.resume='never' or another run.out_dir to start a new run")
+                         "Use another run.out_dir to start a new run (or run.resume='never' with "
+                         "run.overwrite=True to set this one aside)")
 
 
 def checkpoint_state(cfg, step, method, ema, opt, scaler, position, seconds) -> dict:
@@ -75,18 +107,31 @@ def checkpoint_state(cfg, step, method, ema, opt, scaler, position, seconds) -> 
     }
 
 
-def restore(path, cfg, method, ema, opt, scaler, stream) -> tuple[int, float]:
-    """Load a checkpoint into the run's objects; (step, training seconds) at the checkpoint."""
-    state = load_checkpoint(path, map_location="cpu")
-    check_resume_config(saved_config(state, path), cfg, path)
-    method.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    opt.load_state_dict(state["optimizer"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    step, seconds = int(state["step"]), float(state.get("time", 0.0))
-    if tuple(state["data"]["position"].tolist()) != stream.position(step):
+def restore(path, cfg, method, ema, opt, scaler, stream, state=None) -> tuple[int, float]:
+    """Load a checkpoint (or its state, loaded by load_resume_state) into the run's objects;
+    (step, training seconds) at the checkpoint."""
+    state = load_resume_state(path, cfg) if state is None else state
+    part = "model"
+    try:
+        method.load_state_dict(state["model"])
+        part = "ema"
+        ema.load_state_dict(state["ema"])
+        part = "optimizer"
+        opt.load_state_dict(state["optimizer"])
+        part = "scaler"
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        part = "rng"
+        set_rng_state(state["rng"])
+        part = "step"
+        step, seconds = int(state["step"]), float(state.get("time", 0.0))
+        part = "data"
+        position = tuple(state["data"]["position"].tolist())
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r}: its {part!r} entry does not fit this run "
+                              f"({one_line(e)[:300]}); the file is damaged or not from this "
+                              "network") from None
+    if position != stream.position(step):
         raise CheckpointError(f"checkpoint {str(path)!r}: data position "
                               f"{state['data']['position'].tolist()} does not match step {step}")
     return step, seconds
@@ -99,9 +144,15 @@ def init_weights(method, ema, cfg: TrainConfig) -> None:
         raise FileNotFoundError(f"run.init_from={cfg.run.init_from!r} does not exist; allowed: a "
                                 "training checkpoint of the same network (e.g. runs/x/latest.pt)")
     state = load_checkpoint(path, map_location="cpu")
+    require_keys(state, path, ("model",))
+    bad = nonfinite_entries(state, keys=("model",))
+    if bad:
+        raise CheckpointError(f"run.init_from={cfg.run.init_from!r} holds NaN/inf weights "
+                              f"({len(bad)} tensors, e.g. {bad[0]}); allowed: a checkpoint with "
+                              "finite weights")
     try:
         method.load_state_dict(state["model"])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
         raise ValueError(f"run.init_from={cfg.run.init_from!r} holds weights of another network "
                          f"than net={cfg.net!r}, data.class_cond={cfg.data.class_cond!r}; allowed: "
                          "a checkpoint of the same network") from e
