@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import time
 
 import torch

@@ -6,7 +6,6 @@ import json
 import random
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 """Weights that last: safetensors exports with their config, loaded by name without unpickling;
 every committed export regenerates its stored sample grid."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..patching import _divisors, depth_to_space, sincos_2d
-from .layers import timestep_embedding
+from .layers import check_net_inputs, timestep_embedding
 
 __all__ = ["DiT", "DiTBlock", "dit_preset", "DIT_PRESETS", "DIT_PAPER_CONFIG", "DIT_PAPER_PARAMS", "modulate"]
 
@@ -233,30 +233,7 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def _check_inputs(self, x_in, noise_labels, class_labels):
-        if x_in.ndim != 4:
-            raise ValueError(f"x_in has shape {tuple(x_in.shape)}; allowed: [B, C, H, W]")
-        B, C, H, W = x_in.shape
-        want = self.in_channels + self.extra_in_channels
-        if C != want:
-            raise ValueError(f"x_in has {C} channels; allowed: in_channels + extra_in_channels = "
-                             f"{self.in_channels} + {self.extra_in_channels} = {want}")
-        if H % self.patch_size or W % self.patch_size:
-            raise ValueError(f"x_in has spatial size {H}x{W}; allowed: H and W multiples of "
-                             f"patch_size = {self.patch_size} (nominal {self.resolution}x{self.resolution})")
-        noise_labels = torch.as_tensor(noise_labels, device=x_in.device)
-        if noise_labels.ndim == 0:
-            noise_labels = noise_labels.expand(B)
-        if noise_labels.shape != (B,):
-            raise ValueError(f"noise_labels has shape {tuple(noise_labels.shape)}; allowed: [B] = [{B}] or a scalar")
-        if class_labels is not None:
-            if self.num_classes is None:
-                raise ValueError("class_labels were given but the net has num_classes=None; "
-                                 "allowed: class_labels=None, or build the net with num_classes")
-            if class_labels.shape != (B,) or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
-                raise ValueError(f"class_labels has shape {tuple(class_labels.shape)} and dtype "
-                                 f"{class_labels.dtype}; allowed: integer labels of shape [{B}] in "
-                                 f"[0, {self.num_classes}] ({self.num_classes} = null label)")
-        return noise_labels
+        return check_net_inputs(self, x_in, noise_labels, class_labels, self.patch_size, "patch_size")
 
     def forward(self, x_in: torch.Tensor, noise_labels: torch.Tensor,
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:

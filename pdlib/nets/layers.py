@@ -136,3 +136,34 @@ class AttentionBlock(nn.Module):
         h = F.scaled_dot_product_attention(q, k, v)              # (B, heads, L, d)
         h = h.transpose(-1, -2).reshape(B, C, H, W)              # (B, C, H, W)
         return x + self.out_proj(h)
+
+
+def check_net_inputs(net, x_in: torch.Tensor, noise_labels, class_labels, multiple: int,
+                     multiple_name: str) -> torch.Tensor:
+    """Check F(x_in, noise_labels, class_labels)'s inputs against a network's attributes
+    (in_channels, extra_in_channels, num_classes, resolution); returns noise_labels as a [B] tensor.
+    H and W must be multiples of `multiple` (named `multiple_name` in the message)."""
+    if x_in.ndim != 4:
+        raise ValueError(f"x_in has shape {tuple(x_in.shape)}; allowed: [B, C, H, W]")
+    B, C, H, W = x_in.shape
+    want = net.in_channels + net.extra_in_channels
+    if C != want:
+        raise ValueError(f"x_in has {C} channels; allowed: in_channels + extra_in_channels = "
+                         f"{net.in_channels} + {net.extra_in_channels} = {want}")
+    if H % multiple or W % multiple:
+        raise ValueError(f"x_in has spatial size {H}x{W}; allowed: H and W multiples of "
+                         f"{multiple_name} = {multiple} (nominal {net.resolution}x{net.resolution})")
+    noise_labels = torch.as_tensor(noise_labels, device=x_in.device)
+    if noise_labels.ndim == 0:
+        noise_labels = noise_labels.expand(B)
+    if noise_labels.shape != (B,):
+        raise ValueError(f"noise_labels has shape {tuple(noise_labels.shape)}; allowed: [B] = [{B}] or a scalar")
+    if class_labels is not None:
+        if net.num_classes is None:
+            raise ValueError("class_labels were given but the net has num_classes=None; "
+                             "allowed: class_labels=None, or build the net with num_classes")
+        if class_labels.shape != (B,) or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
+            raise ValueError(f"class_labels has shape {tuple(class_labels.shape)} and dtype "
+                             f"{class_labels.dtype}; allowed: integer labels of shape [{B}] in "
+                             f"[0, {net.num_classes}] ({net.num_classes} = null label)")
+    return noise_labels

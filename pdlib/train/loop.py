@@ -130,7 +130,6 @@ def preflight(cfg: TrainConfig, resume: bool | str | None = None) -> TrainConfig
     (ValueError, FileNotFoundError, RunFolderError, CheckpointError, each one line naming the
     parameter or file); returns the resolved config. For the first cell of a notebook."""
     from pdlib._checks import check_writable
-    from pdlib.checkpoint import load_checkpoint, nonfinite_entries, require_keys
     from pdlib.train.dist import resolve_device
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg is a {type(cfg).__name__}; allowed: a pdlib.config.TrainConfig")
@@ -161,17 +160,7 @@ def preflight(cfg: TrainConfig, resume: bool | str | None = None) -> TrainConfig
         fits(state["model"], f"checkpoint {str(path)!r}")
         fits(state["ema"], f"checkpoint {str(path)!r}")
     elif rcfg.run.init_from is not None:
-        f = Path(rcfg.run.init_from)
-        if not f.is_file():
-            raise FileNotFoundError(f"run.init_from={rcfg.run.init_from!r} does not exist; allowed: "
-                                    "a training checkpoint of the same network (e.g. runs/x/latest.pt)")
-        state = load_checkpoint(f, map_location="cpu")
-        require_keys(state, f, ("model",))
-        bad = nonfinite_entries(state, keys=("model",))
-        if bad:
-            raise CheckpointError(f"run.init_from={rcfg.run.init_from!r} holds NaN/inf weights "
-                                  f"({len(bad)} tensors, e.g. {bad[0]}); allowed: a checkpoint with "
-                                  "finite weights")
+        state = st.load_init_state(rcfg)
         fits(state["model"], f"run.init_from={rcfg.run.init_from!r}")
     if cfg.run.out_dir is not None:
         fo.check_folder(rcfg, path, dry_run=True)
@@ -372,6 +361,7 @@ class _Trainer:
         self.lr = lr
         x, y = self.stream.batch(self.step)                              # (B, C, H, W), (B,)
         self.opt.zero_grad(set_to_none=True)
+        ok = torch.ones((), dtype=torch.bool, device=self.device)
         for a in range(accum):
             k = a * d.world + d.rank                                     # global micro-batch index
             xb = x[k * m:(k + 1) * m].to(self.device, non_blocking=True)  # (m, C, H, W)
@@ -392,7 +382,7 @@ class _Trainer:
             step_loss = losses.detach().double().sum()
             self.loss_sum += step_loss
             self.items += batch.n_images
-            ok = torch.isfinite(step_loss) if a == 0 else ok & torch.isfinite(step_loss)
+            ok = torch.isfinite(step_loss) & ok                        # this step's losses all finite
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
         grads = [p.grad for p in self.params if p.grad is not None]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -137,8 +136,8 @@ def restore(path, cfg, method, ema, opt, scaler, stream, state=None) -> tuple[in
     return step, seconds
 
 
-def init_weights(method, ema, cfg: TrainConfig) -> None:
-    """run.init_from: load a checkpoint's raw weights into both the model and its EMA."""
+def load_init_state(cfg: TrainConfig) -> dict:
+    """run.init_from's checkpoint, checked: it exists, has raw weights, and they are finite."""
     path = Path(cfg.run.init_from)
     if not path.is_file():
         raise FileNotFoundError(f"run.init_from={cfg.run.init_from!r} does not exist; allowed: a "
@@ -150,6 +149,12 @@ def init_weights(method, ema, cfg: TrainConfig) -> None:
         raise CheckpointError(f"run.init_from={cfg.run.init_from!r} holds NaN/inf weights "
                               f"({len(bad)} tensors, e.g. {bad[0]}); allowed: a checkpoint with "
                               "finite weights")
+    return state
+
+
+def init_weights(method, ema, cfg: TrainConfig) -> None:
+    """run.init_from: load a checkpoint's raw weights into both the model and its EMA."""
+    state = load_init_state(cfg)
     try:
         method.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError, KeyError) as e:
