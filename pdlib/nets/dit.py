@@ -30,14 +30,13 @@ is computed for the actual grid. `resolution` only fixes the cached position buf
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..patching import _divisors, depth_to_space, sincos_2d
-from .layers import check_net_inputs, timestep_embedding
+from .layers import build_preset, check_net_inputs, timestep_embedding
 
 __all__ = ["DiT", "DiTBlock", "dit_preset", "DIT_PRESETS", "DIT_PAPER_CONFIG", "DIT_PAPER_PARAMS", "modulate"]
 
@@ -288,10 +287,4 @@ DIT_PAPER_PARAMS: dict[str, float] = {"S": 33e6, "B": 130e6, "L": 458e6, "XL": 6
 
 def dit_preset(name: str, **overrides) -> DiT:
     """Build a named DiT preset (`DIT_PRESETS`), with any constructor argument overridden."""
-    if name not in DIT_PRESETS:
-        raise ValueError(f"name={name!r} is not a DiT preset; allowed: {sorted(DIT_PRESETS)}")
-    allowed = set(inspect.signature(DiT.__init__).parameters) - {"self"}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"overrides {unknown} are not DiT arguments; allowed: {sorted(allowed)}")
-    return DiT(**{**DIT_PRESETS[name], **overrides})
+    return build_preset(DiT, DIT_PRESETS, name, overrides, "DiT")

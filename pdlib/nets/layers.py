@@ -167,3 +167,16 @@ def check_net_inputs(net, x_in: torch.Tensor, noise_labels, class_labels, multip
                              f"{class_labels.dtype}; allowed: integer labels of shape [{B}] in "
                              f"[0, {net.num_classes}] ({net.num_classes} = null label)")
     return noise_labels
+
+
+def build_preset(cls, presets: dict, name: str, overrides: dict, family: str):
+    """cls(**presets[name], **overrides): a named preset with constructor arguments overridden;
+    an unknown name or argument is a ValueError listing what is allowed."""
+    import inspect
+    if name not in presets:
+        raise ValueError(f"name={name!r} is not a {family} preset; allowed: {sorted(presets)}")
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"overrides {unknown} are not {cls.__name__} arguments; allowed: {sorted(allowed)}")
+    return cls(**{**presets[name], **overrides})

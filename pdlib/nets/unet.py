@@ -23,7 +23,6 @@ H and W are divisible by P·2^(levels−1) (Patch Diffusion trains on crops of t
 
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
@@ -31,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..patching import _divisors, depth_to_space, sincos_2d, space_to_depth
-from .layers import (AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, check_net_inputs,
-                     timestep_embedding)
+from .layers import (AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, build_preset,
+                     check_net_inputs, timestep_embedding)
 
 __all__ = ["UNet", "unet_preset", "UNET_PRESETS", "count_params"]
 
@@ -270,13 +269,7 @@ UNET_PRESETS: dict[str, dict] = {
 
 def unet_preset(name: str, **overrides) -> UNet:
     """Build a named U-Net preset (`UNET_PRESETS`), with any constructor argument overridden."""
-    if name not in UNET_PRESETS:
-        raise ValueError(f"name={name!r} is not a U-Net preset; allowed: {sorted(UNET_PRESETS)}")
-    allowed = set(inspect.signature(UNet.__init__).parameters) - {"self"}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"overrides {unknown} are not UNet arguments; allowed: {sorted(allowed)}")
-    return UNet(**{**UNET_PRESETS[name], **overrides})
+    return build_preset(UNet, UNET_PRESETS, name, overrides, "U-Net")
 
 
 def count_params(net: nn.Module, trainable_only: bool = False) -> int:
