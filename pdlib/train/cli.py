@@ -28,7 +28,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from pdlib.config import TrainConfig
 from pdlib.methods import METHODS
@@ -88,7 +87,6 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argpar
     if flags.method_name is not None and flags.method_name != base.method.name:
         base = base.replace(method=flags.method_name)
     opts_cls = type(base.method)
-    ann = {"method": opts_cls, "net": Any}
 
     @dataclasses.dataclass(frozen=True)
     class _Net:
@@ -103,7 +101,6 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argpar
                         ("run", type(base.run), dataclasses.field(default=base.run))],
         frozen=True)
     cli_cls.__doc__ = _description()
-    del ann
     parsed = _tyro_cli(tyro, cli_cls, rest)
     overrides = dict(base.net.overrides)
     overrides.update(_net_overrides(list(parsed.net.overrides)))
