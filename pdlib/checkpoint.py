@@ -87,7 +87,7 @@ def _disk_full(path: Path, existed: bool) -> DiskFullError:
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call write(tmp_path) to write a file beside `path`, then rename it onto `path` atomically
     (for writers that need a file name, e.g. safetensors' save_file)."""
-    return _atomic_write(Path(path), lambda tmp: write(tmp))
+    return _atomic_write(Path(path), write)
 
 
 def _write_synced(tmp: Path, write_to_file) -> None:
@@ -144,18 +144,21 @@ def nonfinite_entries(state: dict, keys=("model", "ema")) -> list[str]:
     """Names 'model.net.w', … of the floating-point tensors under state[key] (for each key
     present) holding NaN or inf; a state without any of the keys is checked whole."""
     parts = [(k, state[k]) for k in keys if isinstance(state.get(k), dict)] or [("", state)]
-    bad = []
+    found = []                                          # (name, floating-point tensor)
 
     def walk(prefix, obj):
         if isinstance(obj, torch.Tensor):
-            if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
-                bad.append(prefix)
+            if obj.is_floating_point():
+                found.append((prefix, obj))
         elif isinstance(obj, dict):
             for k, v in obj.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
     for key, part in parts:
         walk(key, part)
-    return bad
+    finite = [torch.isfinite(t).all() for _, t in found]
+    if not found or bool(torch.stack([f.to(finite[0].device) for f in finite]).all()):
+        return []                                       # the usual case: one device sync
+    return [name for (name, _), f in zip(found, finite) if not bool(f)]
 
 
 def write_checkpoint(state: dict, out_dir: str | os.PathLike, step: int,

@@ -32,6 +32,7 @@ from pdlib import checkpoint as ck
 from pdlib.checkpoint import LATEST, load_checkpoint, write_checkpoint
 from pdlib.errors import DiskFullError, DivergenceError, NonFiniteSamplesError
 from pdlib.methods import EDMMethod
+from test_train import _equal_optim, _equal_states   # the resume tests' comparisons
 from pdlib.train import TrainConfig, preflight, train
 from pdlib.train.cli import main
 
@@ -55,17 +56,6 @@ def _env() -> dict:
     """A subprocess environment computing like this process (same threads: same floats)."""
     return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()),
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-
-def _equal_states(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _equal_optim(a: dict, b: dict) -> bool:
-    sa, sb = a["state"], b["state"]
-    return sa.keys() == sb.keys() and all(
-        sa[i].keys() == sb[i].keys() and all(torch.equal(sa[i][j], sb[i][j]) for j in sa[i])
-        for i in sa) and a["param_groups"] == b["param_groups"]
 
 
 def _temp_files(folder: Path) -> list[Path]:

@@ -52,7 +52,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pdlib.checkpoint import CheckpointError, atomic_write_text, checkpoint_path, write_checkpoint
+from pdlib.checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, nonfinite_entries,
+                              write_checkpoint)
 from pdlib.config import TrainConfig, resolve_config
 from pdlib.errors import DiskFullError, DivergenceError, PeerFailedError, exit_code, is_disk_full, one_line
 from pdlib.methods import Batch, Method, build_method
@@ -334,12 +335,9 @@ class _Trainer:
 
     def check_weights(self) -> None:
         """DivergenceError if the raw or the EMA weights hold NaN/inf (before a checkpoint)."""
-        tensors = [(f"model.{k}", v) for k, v in self.method.state_dict().items()] + \
-                  [(f"ema.{k}", v) for k, v in self.ema.state_dict().items()]
-        tensors = [(k, v) for k, v in tensors if v.is_floating_point()]
-        if bool(torch.stack([torch.isfinite(v).all() for _, v in tensors]).all()):
+        bad = nonfinite_entries({"model": self.method.state_dict(), "ema": self.ema.state_dict()})
+        if not bad:
             return
-        bad = [k for k, v in tensors if not bool(torch.isfinite(v).all())]
         raise DivergenceError(
             f"step {self.step}: the weights hold NaN/inf ({len(bad)} tensors, e.g. {bad[0]}): the "
             f"run diverged; the checkpoint of step {self.step} was not written, latest.pt is "
