@@ -1,5 +1,11 @@
 """Plots and small measurements the σ-space chapter draws: sampler trajectories, ODE error against NFE.
 
+The book's figure style is set once, here: ``use_book_style()`` (called by every chapter's import
+cell) sizes figures for the content column (``COLUMN_WIDTH`` inches at 100 dpi = the column's
+width in CSS pixels) with fonts readable at that size, and makes the inline backend save PNGs at
+twice that resolution (print quality, shown at column width). ``animation_html`` is matplotlib's
+``to_jshtml`` without its CDN stylesheet (the book is offline): the player's buttons are Unicode.
+
 Trajectories come from a sampler's `callback` (pdlib.samplers: `dict(i, x, sigma, sigma_next,
 denoised)` after each step); `TrajectoryRecorder` collects them so a notebook never touches the
 sampler. Error curves are RMS distances to a reference solution; `loglog_slope` and
@@ -12,8 +18,57 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["TrajectoryRecorder", "rms", "loglog_slope", "nfe_at_error", "plot_pixel_trajectories",
+__all__ = ["COLUMN_WIDTH", "use_book_style", "figsize", "animation_html", "TrajectoryRecorder", "rms", "loglog_slope", "nfe_at_error", "plot_pixel_trajectories",
            "plot_error_vs_nfe", "noise_denoise_animation"]
+
+
+COLUMN_WIDTH = 6.7          # inches: the book's content column is ~676 CSS px wide; figures at 100 dpi
+BOOK_DPI = 100              # CSS pixels per inch of a figure as shown
+BOOK_RC = {
+    "figure.dpi": BOOK_DPI,
+    "figure.figsize": (COLUMN_WIDTH, 3.4),
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 10,
+    "savefig.bbox": "tight",
+}
+
+
+def use_book_style() -> None:
+    """Set the book's figure defaults (see the module docstring) for this process / kernel."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update(BOOK_RC)
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:                                       # no IPython: plain matplotlib
+        return
+    set_matplotlib_formats("retina")                          # PNG at 2× dpi, shown at 1×
+
+
+def figsize(height: float, frac: float = 1.0) -> tuple[float, float]:
+    """(width, height) in inches of a figure `frac` of the content column wide."""
+    if not 0 < frac <= 1:
+        raise ValueError(f"frac={frac!r} is invalid; allowed: 0 < frac <= 1 (of the column width)")
+    return (COLUMN_WIDTH * frac, height)
+
+
+_FA_ICONS = {"fa-minus": "−", "fa-fast-backward": "⏮", "fa-step-backward": "◀︎|", "fa-play fa-flip-horizontal": "◀︎",
+             "fa-pause": "⏸", "fa-play": "▶︎", "fa-step-forward": "|▶︎", "fa-fast-forward": "⏭", "fa-plus": "+"}
+
+
+def animation_html(anim, **kw) -> str:
+    """``anim.to_jshtml()`` for an offline page: no font-awesome stylesheet from a CDN; the
+    player's icons become Unicode characters. Display with ``IPython.display.HTML``."""
+    import re
+
+    text = anim.to_jshtml(**kw)
+    text, n = re.subn(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", text)
+    for cls, char in sorted(_FA_ICONS.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f'<i class="fa {cls}"></i>', f'<span aria-hidden="true">{char}</span>')
+    if n != 1 or "<i class=\"fa " in text or "://" in re.sub(r"data:[^\"']*", "", text):
+        raise RuntimeError("matplotlib's to_jshtml template changed: pdlib.plots.animation_html "
+                           "could not make it offline (update _FA_ICONS / the link pattern)")
+    return text
 
 
 class TrajectoryRecorder:
@@ -133,7 +188,7 @@ def plot_error_vs_nfe(ax, curves: dict, slopes=(1, 2), target: float | None = No
 
 
 def noise_denoise_animation(x0: torch.Tensor, noisy: list, denoised: list, sigmas, figsize=(4.2, 1.6),
-                            dpi: int = 60):
+                            dpi: int = 100):
     """A FuncAnimation over σ: clean image, x0 + σε, and D(x, σ) (images (C, H, W) in [−1, 1])."""
     from matplotlib import animation
     from matplotlib import pyplot as plt

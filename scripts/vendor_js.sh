@@ -20,6 +20,11 @@ SUMS="$DEST/SHA256SUMS"
 FILES=(
   "requirejs/require.js:require.js"
   "@jupyter-widgets/html-manager/dist/embed-amd.js:embed-amd.js"
+  # the widget CSS's icon fonts (woff2 only: every browser that runs the widgets reads it);
+  # book/static/widgets-shim.js points the widget manager at widget-assets/
+  "@jupyter-widgets/html-manager/dist/1551f4f60c37af51121f.woff2:widget-assets/1551f4f60c37af51121f.woff2"
+  "@jupyter-widgets/html-manager/dist/7a3337626410ca2f4071.woff2:widget-assets/7a3337626410ca2f4071.woff2"
+  "@jupyter-widgets/html-manager/dist/d878b0a6a1144760244f.woff2:widget-assets/d878b0a6a1144760244f.woff2"
 )
 
 update=0
@@ -44,7 +49,7 @@ else
   npm ci --ignore-scripts --no-audit --no-fund   # exact versions and integrity from the lock file
 fi
 
-mkdir -p "$DEST"
+mkdir -p "$DEST/widget-assets"
 for pair in "${FILES[@]}"; do
   src="node_modules/${pair%%:*}"; dst="$DEST/${pair##*:}"
   [[ -f "$src" ]] || { echo "vendor_js: $src missing after npm install" >&2; exit 1; }

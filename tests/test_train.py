@@ -320,6 +320,32 @@ def test_max_minutes_stops_at_the_first_log_line_past_the_budget(tmp_path):
     assert more.step == 3
 
 
+def test_a_spent_time_budget_trains_nothing_on_rerun(tmp_path, capsys):
+    # the rerun of a finished time-budgeted run is a cache hit, not one more log interval
+    first = train(tiny(steps=50, max_minutes=1e-9, out_dir=str(tmp_path)), progress=False)
+    again = train(tiny(steps=50, max_minutes=1e-9, out_dir=str(tmp_path)), progress=True)
+    assert first.trained_steps == 1 and not first.cached
+    assert again.step == 1 and again.trained_steps == 0 and again.cached
+    out = capsys.readouterr()
+    assert "finished run loaded from cache (step 1)" in out.out and "it/s" not in out.err
+
+
+def test_progress_of_a_budget_run_counts_seconds_of_the_budget(capsys):
+    from pdlib.train.progress import Progress
+
+    bar = Progress("edm/tiny", step=0, n_steps=100_000, max_minutes=0.5, t_done=12.0)
+    assert not bar.cached and bar.bar.total == 30 and bar.bar.unit == "s" and bar.bar.n == 12
+    bar.update(7)
+    assert bar.bar.postfix == "step=7"
+    bar.close()
+    err = capsys.readouterr().err
+    assert "/30 s" in err and "(0.5 min budget)" in err and "100000" not in err
+    steps = Progress("edm/tiny", step=3, n_steps=10, max_minutes=None, t_done=0.0)
+    assert steps.bar.total == 10 and steps.bar.n == 3
+    steps.close()
+    assert Progress("x", step=10, n_steps=10, max_minutes=None, t_done=5.0, enabled=False).cached
+
+
 def test_a_callback_returning_true_stops_the_run_with_a_checkpoint(tmp_path):
     res = train(tiny(steps=10, out_dir=str(tmp_path)), progress=False,
                 callback=lambda r: r["step"] == 2)

@@ -61,6 +61,7 @@ from pdlib.train import folder as fo
 from pdlib.train import state as st
 from pdlib.train.dist import Dist, barrier, init_dist, resolve_amp
 from pdlib.train.plan import BatchStream, derive_seed, ema_beta, lr_at, micro_batch_size, total_steps
+from pdlib.train.progress import Progress
 
 __all__ = ["train", "preflight", "TrainResult", "DivergenceError", "load_data"]
 
@@ -76,6 +77,12 @@ class TrainResult:
     out_dir: Path | None = None
     checkpoint: Path | None = None      # the last checkpoint written (None: none)
     samples: list = field(default_factory=list)   # paths of the sample grids written
+    trained_steps: int = 0              # optimizer steps done by this call (0: loaded from cache)
+
+    @property
+    def cached(self) -> bool:
+        """True when this call trained nothing: the run was finished and only loaded."""
+        return self.trained_steps == 0
 
     @property
     def metrics(self) -> dict:
@@ -481,10 +488,10 @@ class _Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, progress: bool, callback) -> TrainResult:
-        from tqdm.auto import tqdm
         cfg = self.cfg
-        bar = tqdm(total=self.n_steps, initial=self.step, disable=not (progress and self.d.main),
-                   dynamic_ncols=True, desc=cfg.summary().split(" on ")[0].replace(" ", ""))
+        bar = Progress(cfg.summary().split(" on ")[0].replace(" ", ""), self.step, self.n_steps,
+                       cfg.run.max_minutes, self.t_resumed, enabled=progress and self.d.main)
+        step0 = self.step
         try:
             samples, last_ckpt = self._loop(bar, callback)
         except OSError as e:
@@ -496,22 +503,24 @@ class _Trainer:
         self.method.denoiser.eval()
         return TrainResult(step=self.step, config=cfg, method=self.method, ema=self.ema,
                            history=self.history, out_dir=self.out, checkpoint=last_ckpt,
-                           samples=samples)
+                           samples=samples, trained_steps=self.step - step0)
 
     def _loop(self, bar, callback) -> tuple[list, Path | None]:
         run = self.cfg.run
         samples, last_ckpt = [], self.ckpt_path           # a finished run resumes as a no-op
         t_last = time.perf_counter()
         t_start = t_last - self.t_resumed
-        since, stop, pending = 0, False, False
+        since, pending = 0, False
+        stop = bar.cached                                 # a spent time budget: nothing to train
         while self.step < self.n_steps and not stop:
             self.train_step()
             since += 1
-            bar.update(1)
+            bar.update(self.step)
             if self.step % run.log_every == 0 or self.step == self.n_steps:
                 record = self.log(since, t_last, t_start)
                 since, t_last = 0, time.perf_counter()
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                bar.set_postfix(self.step, loss=f"{record['loss']:.4f}",
+                                img_s=f"{record['img_per_s']:.0f}")
                 stop = self._stop_requested(record, callback)
             last = self.step == self.n_steps or stop
             t_io = time.perf_counter()
