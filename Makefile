@@ -9,6 +9,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PDLIB_DATA ?= $(CURDIR)/data
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# The notebooks' kernel, with the name and display name they are stored with: JupyterLab writes the
+# kernelspec's display name into every notebook it opens (tests/test_lab.py checks they agree).
+KERNELSPEC := $(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3"
 
 .PHONY: venv data sysdeps test test-fast book check-book execute lab bench vendor-js clean-book
 
@@ -19,7 +22,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install -q --no-deps -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(KERNELSPEC) >/dev/null
 	touch $(STAMP)
 
 # Offline data into $(PDLIB_DATA): Fashion-MNIST (Debian package), Google emoji (npm), digits (sklearn).
@@ -46,18 +49,44 @@ book: $(STAMP) data vendor-js
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
+# Every page of the built book in headless Chromium, networking off (after `make book`);
+# screenshots and report.json land in _build/page-check/.
 check-book: $(STAMP) sysdeps
-	$(BIN)/python scripts/check_book.py --page book/intro.html --require-math --screenshot _build/intro.png
-	$(BIN)/python scripts/check_book.py --page notebooks/01_sigma_space.html --require-figure
+	$(BIN)/python scripts/check_book.py --all
 
-# Re-execute every chapter at its defaults, in place (see README for how long this takes).
+# Re-execute every chapter at its defaults, in place (see README for how long this takes), then
+# store it as JupyterLab saves it (scripts/normalize_notebooks.py), so opening it in Lab changes nothing.
 execute: $(STAMP) data
 	for nb in notebooks/0*.ipynb book/results.ipynb; do \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
+	  $(BIN)/python scripts/normalize_notebooks.py "$$nb" || exit 1; \
 	done
 
+# JupyterLab on the book's notebooks, as the README's "JupyterLab" section describes. Before it
+# starts: the kernelspec the notebooks are stored with, and the Lab settings of
+# book/lab-overrides.json (no widget state saved, no news or update checks), so opening or saving a
+# notebook changes no file; the notebooks are trusted for this user (`jupyter trust` records their
+# signatures in ~/.local/share/jupyter/nbsignatures.db, the files are not touched), so their saved
+# widgets and animations render before any re-run. Serves the repository on localhost only, the
+# file browser in notebooks/; as root (the README allows it) with --allow-root.
+# More server options: make lab LAB_ARGS="--no-browser --port 8890".
+LAB_NOTEBOOKS := notebooks/*.ipynb notebooks/experiments/*.ipynb book/*.ipynb
+LAB_SETTINGS  := $(VENV)/share/jupyter/lab/settings/overrides.json
 lab: $(STAMP) data
-	$(BIN)/jupyter lab notebooks/
+	@$(KERNELSPEC) >/dev/null
+	@install -D -m 644 book/lab-overrides.json $(LAB_SETTINGS)
+	@$(BIN)/jupyter trust --log-level=ERROR $(LAB_NOTEBOOKS) >/dev/null
+	@echo "JupyterLab on $(CURDIR), localhost only; the file browser opens in notebooks/."
+	@echo "  The notebooks are stored executed and trusted for you: their saved figures, widgets and"
+	@echo "  animations show without running anything, and opening or saving one leaves the file as it is."
+	@echo "  Profile: $(if $(filter 1,$(PDLIB_QUICK)),QUICK (PDLIB_QUICK=1),FULL (the book's defaults))."
+	@echo "  'Run All' in a chapter retrains at the book's full size: on 2 CPU cores about 7 min (chapter 1),"
+	@echo "  10-16 min (chapter 2), 11 min (chapter 3) the first time, a few minutes once its runs are cached."
+	@echo "  Quick profile (seconds; the numbers are then not the book's): PDLIB_QUICK=1 make lab"
+	@echo "  Runs (checkpoints, logs, samples) go to $(CURDIR)/runs/ (git-ignored)."
+	@echo "  Lab saves no widget state: a widget re-run here reaches the book through make execute."
+	$(BIN)/jupyter lab --ServerApp.ip=localhost --ServerApp.root_dir="$(CURDIR)" \
+	  --FileContentsManager.preferred_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The benchmarks' peer (diffusers UNet2DModel) is installed for the benchmarks only, --no-deps.
 bench: $(STAMP)

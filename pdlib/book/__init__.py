@@ -55,9 +55,11 @@ class Source:
     def _repr_html_(self) -> str:
         from IPython.display import Code
 
+        # the wrapper's class marks a library listing: code, which may scroll sideways on the page
+        # (its lines follow the library's width, not the notebooks' 80 characters)
         code = Code(self.source, language="python")._repr_html_()
         if not self.fold:
-            return code
+            return f'<div class="pdlib-source">{code}</div>'
         n = len(self.source.splitlines())
         return (f'<details class="pdlib-source"><summary>Show the code: <code>{html.escape(self.title)}</code> '
                 f"({n} lines)</summary>{code}</details>")
