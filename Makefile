@@ -36,8 +36,8 @@ sysdeps:
 	  else echo "chromium is missing: run 'sudo apt-get install -y chromium'"; exit 1; fi; }
 
 # Everything CI checks. PDLIB_QUICK=1 shrinks the chapters' training runs (see README).
-# tests/test_book.py runs the strict book build into a temporary folder and checks the preface
-# and chapter 1 in headless Chromium.
+# tests/test_book.py runs the strict book build into a temporary folder and checks every page in
+# headless Chromium (scripts/check_book.py --all; screenshots in _build/page-check/).
 test: $(STAMP) data sysdeps vendor-js
 	PDLIB_QUICK=1 $(BIN)/python -m pytest tests notebooks/0*.ipynb book/results.ipynb --nbval-lax --nbval-current-env -p no:cacheprovider
 

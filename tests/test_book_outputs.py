@@ -18,6 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_WIDTH = 80          # characters: what fits the content column (book/static/book.css)
+PRINT_WIDTH = 84         # characters of a printed line that fit the column without scrolling
 COLUMN_PX = 680          # the content column in CSS pixels at the book's 1280-px reference width
 PRINT_SCALE = 1.5        # a figure's PNG has at least this many pixels per displayed pixel
 ABS_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|usr/lib|opt)/[\w./-]+")
@@ -90,6 +91,14 @@ def test_code_lines_fit_the_column(path):
             for line in _text(c).splitlines() if len(line) > CODE_WIDTH]
     assert not long, f"{path.name}: {len(long)} code lines over {CODE_WIDTH} characters, e.g. " \
                      f"cell {long[0][0]} ({long[0][1]}): {long[0][2]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_printed_lines_fit_the_column(path):
+    long = [(i, line) for i, out in _outputs(path) if out["output_type"] == "stream"
+            for line in "".join(out["text"]).splitlines() if len(line) > PRINT_WIDTH]
+    assert not long, f"{path.name}: {len(long)} printed lines over {PRINT_WIDTH} characters " \
+                     f"(they scroll on the page), e.g. cell {long[0][0]}: {long[0][1]!r}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
