@@ -55,6 +55,14 @@ def _outputs(path: Path):
             yield i, out
 
 
+def _mime(path: Path, mime: str):
+    """(cell index, output, its `mime` data as one string) for each output that has it."""
+    for i, out in _outputs(path):
+        data = out.get("data", {}).get(mime)
+        if data is not None:
+            yield i, out, "".join(data) if isinstance(data, list) else data
+
+
 def _output_texts(out: dict) -> list[str]:
     if out["output_type"] == "stream":
         return ["".join(out["text"])]
@@ -70,11 +78,8 @@ def test_the_book_has_chapters_to_check():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_figures_fit_the_column_at_print_resolution(path):
     bad = []
-    for i, out in _outputs(path):
-        png = out.get("data", {}).get("image/png")
-        if png is None:
-            continue
-        w_px, h_px = _png_size(png if isinstance(png, str) else "".join(png))
+    for i, out, png in _mime(path, "image/png"):
+        w_px, h_px = _png_size(png)
         meta = out.get("metadata", {}).get("image/png", {})
         shown = float(meta.get("width", w_px))
         if shown > COLUMN_PX:
@@ -116,11 +121,7 @@ def test_outputs_show_no_machine_paths_or_raw_dumps(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_html_outputs_are_offline(path):
     bad = []
-    for i, out in _outputs(path):
-        html = out.get("data", {}).get("text/html")
-        if html is None:
-            continue
-        html = "".join(html) if isinstance(html, list) else html
+    for i, _, html in _mime(path, "text/html"):
         for m in re.finditer(r"""(?:href|src)\s*=\s*["'](https?://[^"']+)""", html):
             bad.append(f"cell {i}: loads {m.group(1)} (use pdlib.plots.animation_html)")
     assert not bad, f"{path.name}:\n" + "\n".join(bad)
