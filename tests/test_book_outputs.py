@@ -151,3 +151,22 @@ def test_every_glued_key_is_glued_once(path):
             keys += re.findall(r"""glue\(\s*f?["']([\w{}.\-]+)["']""", _text(c))
     dup = sorted({k for k in keys if keys.count(k) > 1})
     assert not dup, f"{path.name}: glued by more than one call: {dup}"
+
+
+def test_cached_computes_once_per_key_and_reads_back_the_same_values(tmp_path, monkeypatch):
+    import torch
+
+    import pdlib.book as book
+
+    monkeypatch.setattr(book, "REPO_ROOT", tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": torch.arange(3.0), "err": [0.5, 0.25], "name": "heun"}
+
+    first = book.cached("demo", {"steps": 9, "seed": 0}, compute)
+    again = book.cached("demo", {"seed": 0, "steps": 9}, compute)      # same key, other order
+    other = book.cached("demo", {"steps": 17, "seed": 0}, compute)
+    assert len(calls) == 2 and torch.equal(again["x"], first["x"]) and again["err"] == [0.5, 0.25]
+    assert other["name"] == "heun" and len(list((tmp_path / "runs" / "cache").glob("demo-*.pt"))) == 2

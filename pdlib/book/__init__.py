@@ -136,3 +136,28 @@ def md_table(header: list[str], rows: list[list], digits: int = 4) -> str:
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def cached(name: str, key: dict, compute):
+    """``compute()``'s result, computed once per ``key`` and then read back from
+    ``runs/cache/NAME-HASH.pt`` (what keeps a chapter's cached re-execution under a minute).
+
+    `key` must name everything the result depends on: the parameters, the seeds, and the model
+    (e.g. its run folder and step). The result may hold tensors, numbers, strings, lists, tuples
+    and dicts; it is written atomically and read with ``torch.load(weights_only=True)``, so a
+    cache file never runs code. Delete ``runs/cache/`` to recompute everything.
+    """
+    import hashlib
+
+    import torch
+
+    from pdlib.checkpoint import atomic_save
+
+    text = json.dumps(key, sort_keys=True, default=str)
+    digest = hashlib.sha1(f"{name}\n{text}".encode()).hexdigest()[:12]
+    path = runs_dir("cache") / f"{name}-{digest}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    value = compute()
+    atomic_save(value, path)
+    return value
