@@ -1,4 +1,5 @@
-"""Patching of images: space-to-depth (Luhman & Luhman 2022) and fixed 2-D position embeddings.
+"""Patching of images: space-to-depth (Luhman & Luhman 2022), fixed 2-D position embeddings, and
+random crops with their pixel-coordinate channels (Patch Diffusion, Wang et al. 2023).
 
 Layout convention used everywhere in pdlib (it is ``torch.nn.functional.pixel_unshuffle``'s):
 channel ``c·P² + i·P + j`` of the patched tensor at grid cell ``(y, x)`` holds pixel
@@ -12,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["space_to_depth", "depth_to_space", "sincos_2d"]
+__all__ = ["space_to_depth", "depth_to_space", "sincos_2d", "coord_grid", "random_crops"]
 
 
 def _check_patch_size(patch_size: int) -> None:
@@ -83,3 +84,60 @@ def sincos_2d(dim: int, h: int, w: int, *, max_period: float = 10000.0,
     rows = axis(h)[:, :, None].expand(2 * quarter, h, w)         # (dim/2, h, w)
     cols = axis(w)[:, None, :].expand(2 * quarter, h, w)         # (dim/2, h, w)
     return torch.cat([rows, cols], dim=0).float()                # (dim, h, w)
+
+
+# ----------------------------------------------------------------------------------------------
+# Random crops and coordinate channels (Wang et al. 2023, "Patch Diffusion").
+
+def coord_grid(resolution: int, height: int, width: int, top=0, left=0, *,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Wang et al. 2023: pixel coordinates (pos/(R−1) − 0.5)·2 of a height×width window
+    whose first pixel is (top, left) of an image of side R = `resolution`: [2, h, w], channel 0
+    x = the column, channel 1 y = the row. The whole image (top = left = 0, h = w = R) spans
+    [−1, 1]; pixels outside it (a larger canvas, a negative offset) extend the same line.
+
+    `top` and `left` are ints, or int tensors [B] (one window each): then [B, 2, h, w]."""
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 2:
+        raise ValueError(f"resolution={resolution!r} is invalid; allowed: an integer >= 2")
+    for name, n in (("height", height), ("width", width)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"{name}={n!r} is invalid; allowed: an integer >= 1")
+    batched = isinstance(top, torch.Tensor) or isinstance(left, torch.Tensor)
+    if batched:
+        dev = top.device if isinstance(top, torch.Tensor) else left.device
+        top, left = (torch.as_tensor(v, device=dev).reshape(-1) for v in (top, left))
+        top, left = torch.broadcast_tensors(top, left)                  # (B,), (B,)
+    else:
+        top, left = torch.tensor([top], device=device), torch.tensor([left], device=device)
+    scale = 2.0 / (resolution - 1)
+    rows = (top[:, None] + torch.arange(height, device=top.device)) * scale - 1     # (B, h)
+    cols = (left[:, None] + torch.arange(width, device=left.device)) * scale - 1    # (B, w)
+    B = rows.shape[0]
+    grid = torch.stack([cols[:, None, :].expand(B, height, width),
+                        rows[:, :, None].expand(B, height, width)], dim=1)           # (B, 2, h, w)
+    grid = grid.float()
+    return grid if batched else grid[0]
+
+
+def random_crops(images: torch.Tensor, size: int, n: int = 1,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Wang et al. 2023: `n` independent uniformly placed size×size crops of each image (no
+    padding: every crop lies inside its image). Returns (crops [n·B, C, s, s], top [n·B],
+    left [n·B]); crops n·i … n·i + n − 1 are those of image i, (top, left) their first pixel.
+    The positions are drawn with `generator` (on its device)."""
+    if images.ndim != 4:
+        raise ValueError(f"images has shape {tuple(images.shape)}; allowed: a 4-D tensor [B, C, H, W]")
+    B, _, H, W = images.shape
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= min(H, W):
+        raise ValueError(f"size={size!r} is invalid; allowed: an integer in [1, {min(H, W)}] "
+                         f"(the crop lies inside the {H}x{W} image)")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n={n!r} is invalid; allowed: an integer >= 1")
+    dev = generator.device if generator is not None else images.device
+    top = torch.randint(0, H - size + 1, (n * B,), generator=generator, device=dev).to(images.device)
+    left = torch.randint(0, W - size + 1, (n * B,), generator=generator, device=dev).to(images.device)
+    which = torch.arange(B, device=images.device).repeat_interleave(n)             # (n·B,)
+    rows = top[:, None] + torch.arange(size, device=images.device)                 # (n·B, s)
+    cols = left[:, None] + torch.arange(size, device=images.device)                # (n·B, s)
+    crops = images[which[:, None, None], :, rows[:, :, None], cols[:, None, :]]    # (n·B, s, s, C)
+    return crops.permute(0, 3, 1, 2).contiguous(), top, left                       # (n·B, C, s, s)

@@ -19,6 +19,7 @@ from pdlib.train import train
 PDLIB = Path(__file__).resolve().parent.parent / "pdlib"
 BUILTIN = sorted(METHODS)                       # the registered methods, before any test adds one
 FAMILIES = {"unet": "tiny", "dit": "dit-tiny"}   # the tiny preset of each net family
+CROPPING = {"patch_diffusion"}                   # methods whose items are crops of the images
 
 # A tiny run: sklearn digits at 8×8, a few steps, nothing written unless a test sets out_dir.
 TINY = dict(dataset="digits", resolution=8, batch_size=16, log_every=1, sample_every=0,
@@ -52,10 +53,14 @@ def test_every_method_on_every_net_family(method, family, class_cond):
     x0 = torch.rand(4, 1, 8, 8, generator=g) * 2 - 1
     labels = torch.arange(4) if class_cond else None
     batch = m.prepare_batch(x0, labels, g)
-    assert isinstance(batch, Batch) and batch.n_images == 4 and batch.x0.shape == x0.shape
+    assert isinstance(batch, Batch) and batch.n_images == 4
+    if method in CROPPING:              # k crops of each image: (4·k, C, s, s), s <= 8
+        assert len(batch.x0) % 4 == 0 and batch.x0.shape[1] == 1 and batch.x0.shape[-1] <= 8
+    else:
+        assert batch.x0.shape == x0.shape
     assert ("class_labels" in batch.cond) == class_cond
     losses = m.loss(batch, g)
-    assert losses.shape == (4,) and torch.isfinite(losses).all()
+    assert losses.shape == (len(batch.x0),) and torch.isfinite(losses).all()
     (losses.sum() / batch.n_images).backward()
     grads = [p.grad for p in m.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(gr).all() for gr in grads)

@@ -3,6 +3,7 @@
     edm.py       EDM (Karras et al. 2022)
     vp.py        DDPM / ADM, with SNR splitting as the `snr_interval` option
     patched.py   patching the U-Net (Luhman & Luhman 2022)
+    patch_diffusion.py   Patch Diffusion: EDM on random patches with coordinates (Wang et al. 2023)
     split.py     SplitMethod: SNR-split models composed for sampling
 
 `build_method(cfg)` builds the method of a `pdlib.config.TrainConfig` (resolved against its data
@@ -12,10 +13,12 @@ from pdlib.methods.base import METHODS, Batch, Method, MethodOptions, method_cla
 from pdlib.methods.edm import EDMMethod, EDMOptions
 from pdlib.methods.vp import VPMethod, VPOptions
 from pdlib.methods.patched import PatchedMethod, PatchedOptions
+from pdlib.methods.patch_diffusion import PatchDiffusionMethod, PatchDiffusionOptions
 from pdlib.methods.split import SplitMethod, snr_intervals
 
 __all__ = ["METHODS", "Batch", "Method", "MethodOptions", "method_class", "register",
            "EDMMethod", "EDMOptions", "VPMethod", "VPOptions", "PatchedMethod", "PatchedOptions",
+           "PatchDiffusionMethod", "PatchDiffusionOptions",
            "SplitMethod", "snr_intervals", "build_method"]
 
 

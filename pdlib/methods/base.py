@@ -12,7 +12,10 @@ config alone rebuilds it. The hooks a method may override:
 - `prepare_batch(images, labels, generator)`: a data batch → what the loss sees (`Batch`), e.g.
   random crops plus coordinates, many small patches, tiles, blurred targets; it says how many
   images the batch holds, which is the loss's per-image normaliser;
-- `sample(n, ...)`: images from noise (`samples_alone = False` for a method that cannot).
+- `sample(n, ...)`: images from noise (`samples_alone = False` for a method that cannot);
+- `begin_step(step, n_steps, generator)`: the training progress and a generator of the step, for
+  batches that depend on them (Patch Diffusion: one patch size per step, the progressive schedule).
+  The default ignores them; pdlib.train does not call it yet.
 """
 from __future__ import annotations
 
@@ -154,6 +157,11 @@ class Method:
         """n images (n, C, H, W) in [-1, 1] from noise drawn with generator."""
         raise NotImplementedError(f"method {self.name!r} cannot sample by itself")
 
+    def begin_step(self, step: int, n_steps: int, generator: torch.Generator | None = None) -> None:
+        """Optimizer step `step` (0-based) of `n_steps` is about to prepare its batches; `generator`
+        is the step's own (the same on every rank and accumulation round). The training loop calls it
+        before each step's micro-batches; the default ignores it."""
+
     # -- shared ----------------------------------------------------------------------------------
     @property
     def img_shape(self) -> tuple[int, int, int]:
@@ -196,10 +204,12 @@ class Method:
             raise ValueError(f"guidance={guidance!r} needs a class-conditional method; allowed: 1.0")
         return D, cond, device
 
-    def _noise(self, n, sigmas, generator, device, vp: bool) -> torch.Tensor:
-        """Starting state at σ0 (float64): σ0·ε (EDM) or √(1+σ0²)·ε (VP, x_T ~ N(0, I))."""
+    def _noise(self, n, sigmas, generator, device, vp: bool, shape=None) -> torch.Tensor:
+        """Starting state at σ0 (float64): σ0·ε (EDM) or √(1+σ0²)·ε (VP, x_T ~ N(0, I)), of n
+        images of `shape` (C, H, W; default img_shape)."""
         from pdlib.samplers import prior_sample
-        return prior_sample((n, *self.img_shape), sigmas, generator=generator, vp=vp,
+        shape = self.img_shape if shape is None else tuple(shape)
+        return prior_sample((n, *shape), sigmas, generator=generator, vp=vp,
                             device=device, dtype=torch.float64)
 
     def __repr__(self) -> str:

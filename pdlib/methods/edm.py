@@ -53,16 +53,25 @@ class EDMMethod(Method):
     def sample(self, n, generator=None, steps=None, class_labels=None, guidance=1.0,
                device=None, callback=None, sampler: str = "heun", **kwargs):
         """EDM Algorithm 1 (Heun, 2N−1 evaluations) or Euler over edm_sigmas(steps)."""
+        return self._sample_canvas(n, self.img_shape, None, generator, steps, class_labels,
+                                   guidance, device, callback, sampler, **kwargs)
+
+    def _sample_canvas(self, n, shape, extra, generator, steps, class_labels, guidance, device,
+                       callback, sampler, **kwargs):
+        """sample() on a canvas of `shape` (C, H, W), with `extra` input channels (E, H, W) shared
+        by the n images (or None): what a method with coordinate channels samples with."""
         from pdlib import samplers
         from pdlib.schedules import edm_sigmas
         fns = {"heun": samplers.edm_sample, "euler": samplers.euler_sample}
         if sampler not in fns:
             raise ValueError(f"sampler={sampler!r} is invalid; allowed: {sorted(fns)}")
         D, cond, device = self._sample_setup(n, generator, class_labels, guidance, device)
+        if extra is not None:
+            cond["extra"] = extra.to(device).expand(n, *extra.shape)         # (n, E, H, W)
         steps = steps or self.default_sample_steps
         o = self.opts
         sigmas = edm_sigmas(steps, o.sigma_min, o.sigma_max, o.rho).to(device)
-        x = self._noise(n, sigmas, generator, device, vp=False)
+        x = self._noise(n, sigmas, generator, device, vp=False, shape=shape)
         with torch.no_grad():
             x = fns[sampler](D, x, sigmas, generator=generator, callback=callback, cond=cond, **kwargs)
         return x.float().clamp(-1, 1)

@@ -3,7 +3,8 @@
 Two families share the contract: the ADM U-Net (`unet.py`, presets `UNET_PRESETS`) and DiT
 (`dit.py`, presets `DIT_PRESETS`). `net_preset(name, **overrides)` builds a preset of either family;
 both accept the common keyword arguments in_channels, resolution, num_classes, learn_sigma,
-extra_in_channels, out_channels, patch_size and dropout.
+extra_in_channels, out_channels, patch_size and dropout, and have `size_multiple`: the inputs'
+H and W must be multiples of it (a U-Net's patch_size·2^(levels−1), a DiT's patch_size).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .unet import UNET_PRESETS, UNet, count_params, unet_preset
 __all__ = ["UNet", "unet_preset", "UNET_PRESETS", "count_params",
            "DiT", "dit_preset", "DIT_PRESETS", "DIT_PAPER_CONFIG", "DIT_PAPER_PARAMS",
            "NET_PRESETS", "NET_FAMILIES", "net_preset", "preset_family", "preset_defaults",
-           "net_arguments"]
+           "net_arguments", "size_multiple"]
 
 # The builder of each family.
 NET_FAMILIES = {"unet": unet_preset, "dit": dit_preset}
@@ -52,3 +53,14 @@ def net_arguments(name: str) -> set[str]:
     import inspect
     cls = {"unet": UNet, "dit": DiT}[preset_family(name)]
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def size_multiple(name: str, **overrides) -> int:
+    """`size_multiple` of the preset `name` with overrides (what H and W of its inputs must be
+    multiples of), read from the net built on the meta device (no weights allocated)."""
+    import torch
+    try:
+        with torch.device("meta"):
+            return int(net_preset(name, **overrides).size_multiple)
+    except (RuntimeError, NotImplementedError):         # a part that cannot be built on meta
+        return int(net_preset(name, **overrides).size_multiple)

@@ -162,6 +162,7 @@ class DiT(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.frequency_embedding_size = frequency_embedding_size
         self.grid = resolution // patch_size                     # nominal token grid side
+        self.size_multiple = patch_size                          # H, W must be multiples of this (as UNet.size_multiple)
 
         # Patchify: a P×P conv with stride P (one Linear per patch) and a fixed 2-D sin-cos position embedding.
         self.x_embedder = nn.Conv2d(in_channels + extra_in_channels, hidden_size, patch_size, stride=patch_size)
@@ -232,7 +233,7 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def _check_inputs(self, x_in, noise_labels, class_labels):
-        return check_net_inputs(self, x_in, noise_labels, class_labels, self.patch_size, "patch_size")
+        return check_net_inputs(self, x_in, noise_labels, class_labels, self.size_multiple, "patch_size")
 
     def forward(self, x_in: torch.Tensor, noise_labels: torch.Tensor,
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:

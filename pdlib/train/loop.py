@@ -365,6 +365,10 @@ class _Trainer:
             group["lr"] = lr
         self.lr = lr
         x, y = self.stream.batch(self.step)                              # (B, C, H, W), (B,)
+        # per-step choices of a method (Patch Diffusion's patch size): the same on every rank and
+        # accumulation round, from a generator of its own (no global random state is touched)
+        step_gen = torch.Generator().manual_seed(derive_seed(cfg.optim.seed, "step", self.step))
+        self.method.begin_step(self.step, self.n_steps, step_gen)
         self.opt.zero_grad(set_to_none=True)
         ok = torch.ones((), dtype=torch.bool, device=self.device)
         for a in range(accum):
