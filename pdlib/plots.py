@@ -52,8 +52,10 @@ def figsize(height: float, frac: float = 1.0) -> tuple[float, float]:
     return (COLUMN_WIDTH * frac, height)
 
 
-_FA_ICONS = {"fa-minus": "−", "fa-fast-backward": "⏮", "fa-step-backward": "◀︎|", "fa-play fa-flip-horizontal": "◀︎",
-             "fa-pause": "⏸", "fa-play": "▶︎", "fa-step-forward": "|▶︎", "fa-fast-forward": "⏭", "fa-plus": "+"}
+# Glyphs every common font has (DejaVu, Liberation): ⏮ ⏸ ⏭ are missing from many and show as boxes
+_FA_ICONS = {"fa-minus": "−", "fa-fast-backward": "⇤", "fa-step-backward": "◀",
+             "fa-play fa-flip-horizontal": "◁", "fa-pause": "‖", "fa-play": "▷",
+             "fa-step-forward": "▶", "fa-fast-forward": "⇥", "fa-plus": "+"}
 
 
 def animation_html(anim, **kw) -> str:

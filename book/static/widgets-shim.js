@@ -33,8 +33,11 @@
   });
   var here = document.currentScript && document.currentScript.src;
   if (here && typeof window.require === "undefined") {
+    // every widget bundle ("@jupyter-widgets/controls", ".../html-manager/dist/...") carries the
+    // same fonts relative to its own module path: map them all to the one vendored folder
+    var assets = new URL("widget-assets", here).href;
     window.require = {
-      paths: { "@jupyter-widgets/html-manager/dist": new URL("widget-assets", here).href }
+      paths: { "@jupyter-widgets/html-manager/dist": assets, "@jupyter-widgets": assets }
     };
   }
 })();
