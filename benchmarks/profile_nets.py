@@ -44,8 +44,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from common import (BENCH_DIT, BENCH_UNET, QUICK_DIT, QUICK_UNET, conv_gflops, flop_counter, make_batch,
                     matmul_gflops, parse_common, start, time_fn, train_step_fn, write_json)
-from pdlib.nets import DiT, UNet
-from train_step import build_peer, build_peer_dit, dit_labels, peer_forward
+from pdlib.nets import UNet
+from train_step import build_peer, dit_builders, dit_labels, peer_forward
 
 CATEGORIES = ("conv/matmul", "norm", "activation", "attention", "layout", "resample", "casts",
               "elementwise", "optimizer", "autograd", "other")
@@ -264,13 +264,7 @@ def main() -> None:
         peer = build_peer(family, 16, 48, device)
         return peer, peer_forward(peer, 4)
 
-    def dit():
-        net = DiT(**dit_cfg).to(device)
-        return net, lambda x, t: net(x, t, labels[:x.shape[0]])
-
-    def peer_dit():
-        peer, _ = build_peer_dit(dit_cfg, device)
-        return peer, lambda x, t: peer(x, t, labels[:x.shape[0]], return_dict=False)[0]
+    dit, peer_dit = dit_builders(dit_cfg, labels, device)
 
     dit_shape = (dit_cfg["in_channels"], dit_cfg["resolution"], dit_cfg["resolution"])
     table = dict(unet=("pdlib UNet", unet, (3, 64, 64), unet_batch, True),

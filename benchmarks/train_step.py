@@ -93,6 +93,20 @@ def dit_labels(cfg: dict, batch: int, device: torch.device) -> torch.Tensor:
     return torch.randint(cfg["num_classes"], (batch,), generator=g).to(device)
 
 
+def dit_builders(cfg: dict, labels: torch.Tensor, device: torch.device):
+    """(ours, peer): builders of pdlib's DiT and diffusers' DiT for `cfg`, each returning
+    (module, forward(x, t)) with the step's class labels (the first x.shape[0] of `labels`)."""
+    def ours():
+        net = DiT(**cfg).to(device)
+        return net, lambda x, t: net(x, t, labels[:x.shape[0]])
+
+    def peer():
+        net, _ = build_peer_dit(cfg, device)
+        return net, lambda x, t: net(x, t, labels[:x.shape[0]], return_dict=False)[0]
+
+    return ours, peer
+
+
 def set_fractions(row: dict, rates: dict, conv_rates: dict | None = None) -> dict:
     """The row's achieved GFLOP/s as fractions of the rooflines: fp32 matmul, its precision's matmul and 3×3 conv."""
     prec, gflops = row["precision"], row["achieved_gflops"]
@@ -288,13 +302,7 @@ def main() -> None:
 
     labels = dit_labels(dit_cfg, max(dit_batch, 2), device)
 
-    def dit_build():
-        net = DiT(**dit_cfg).to(device)
-        return net, lambda x, t: net(x, t, labels[:x.shape[0]])
-
-    def peer_dit_build():
-        peer, _ = build_peer_dit(dit_cfg, device)
-        return peer, lambda x, t: peer(x, t, labels[:x.shape[0]], return_dict=False)[0]
+    dit_build, peer_dit_build = dit_builders(dit_cfg, labels, device)
 
     dit_shape = (dit_cfg["in_channels"], dit_cfg["resolution"], dit_cfg["resolution"])
     peer_note = None if have_peer else "diffusers is not installed: pip install --no-deps -r requirements-bench.txt"
