@@ -189,14 +189,63 @@ def test_the_batch_multiplier_is_r_over_s_squared_capped():
 
 
 @pytest.mark.parametrize("cap,want", [(16, {8: 16, 16: 4, 32: 1}), (4, {8: 4, 16: 4, 32: 1})])
-def test_prepare_batch_at_r32_makes_k_crops_per_image(cap, want):
-    m = _method(resolution=32, max_batch_multiplier=cap)
-    assert m.patch_sizes == (8, 16, 32)
+def test_at_r32_a_step_holds_k_crops_per_batch_image(cap, want):
+    """distinct_images (default): the step draws k times the images (step_multiplier), one crop
+    each; distinct_images=False: k crops of each of the step's images. Both: k·m crops."""
     x = torch.rand(3, 1, 32, 32)
-    for s, k in want.items():
-        b = m.prepare_batch(x, None, torch.Generator().manual_seed(0), patch_size=s)
-        assert b.x0.shape == (3 * k, 1, s, s) and b.n_images == 3
-        assert b.cond["extra"].shape == (3 * k, 2, s, s)
+    for distinct in (True, False):
+        m = _method(resolution=32, max_batch_multiplier=cap, distinct_images=distinct, real_p=0.0)
+        assert m.patch_sizes == (8, 16, 32)
+        for s, k in want.items():
+            m.step_size = s                                          # what begin_step fixes
+            mult = m.step_multiplier()
+            assert mult == (k if distinct else 1)
+            images = x.repeat(mult, 1, 1, 1)                         # the loop gives mult·m images
+            b = m.prepare_batch(images, None, torch.Generator().manual_seed(0))
+            assert b.x0.shape == (3 * k, 1, s, s) and b.cond["extra"].shape == (3 * k, 2, s, s)
+            assert b.n_images == 3 * mult                            # images it represents
+
+
+def test_the_loop_gives_small_patch_steps_k_times_the_images_and_counts_them():
+    """real_p = 0 at R = 8 (sizes 2, 4 and 8 with probabilities 0.4, 0.6, 0): each step sees
+    16 or 4 times batch_size images, which the loop hands to prepare_batch, counts in kimg and
+    images/s, and which distinct_images=False does not draw."""
+    from pdlib.methods.patch_diffusion import PatchDiffusionMethod
+    seen, original = [], PatchDiffusionMethod.prepare_batch
+
+    def spy(self, images, labels, generator=None, patch_size=None):
+        batch = original(self, images, labels, generator, patch_size)
+        seen.append((len(images), batch.x0.shape[-1], batch.n_images))
+        return batch
+
+    PatchDiffusionMethod.prepare_batch = spy
+    try:
+        for distinct in (True, False):
+            seen.clear()
+            res = train(TrainConfig.flat(method="patch_diffusion", preset="tiny", steps=5,
+                                         real_p=0.0, distinct_images=distinct, **TINY),
+                        progress=False)
+            k = {2: 16, 4: 4}
+            assert {s for _, s, _ in seen} <= {2, 4} and len(seen) == 5
+            want = [16 * (k[s] if distinct else 1) for _, s, _ in seen]
+            assert [n for n, _, _ in seen] == want
+            assert [n for _, _, n in seen] == want
+            kimg = [r["kimg"] for r in res.history]
+            assert kimg == pytest.approx([sum(want[:i + 1]) / 1000 for i in range(5)])
+    finally:
+        PatchDiffusionMethod.prepare_batch = original
+
+
+def test_extra_images_are_reproducible_by_step_and_differ_between_steps():
+    from pdlib.train import BatchStream
+    images = torch.arange(100.0).reshape(100, 1, 1, 1)
+    s = BatchStream(images, torch.arange(100), batch_size=10, seed=3)
+    a, la = s.extra(7, 30)
+    b, lb = s.extra(7, 30)
+    assert torch.equal(a, b) and torch.equal(la, lb) and len(a) == 30
+    assert len(set(a.flatten().tolist())) == 30                     # without replacement
+    assert not torch.equal(a, s.extra(8, 30)[0])
+    assert len(s.extra(0, 250)[0]) == 250                           # more than N: with replacement
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,7 +260,7 @@ def test_the_loss_is_normalised_per_image():
     """One constant image: its loss is c² as a whole image and as 4 crops of R/2 (normalised),
     where an un-normalised sum over the 4 crops would give 4·c²; two images of different constants
     weigh one each, whatever the patch size."""
-    m = _method()
+    m = _method(distinct_images=False)                             # 4 crops of one image
     m.loss_fn = _square_loss
     c = 0.6
     img = torch.full((1, 1, 8, 8), c)

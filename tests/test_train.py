@@ -256,6 +256,7 @@ def test_loss_decreases_on_a_short_run():
     dict(method="vp", class_cond=True, dropout=0.1, learn_sigma=True),   # every source of randomness
     dict(method="edm", grad_accum=2, n_data=40),                        # accumulation, epochs wrap
     dict(method="patched", snr_interval=(0.25, 0.0), class_cond=True),  # a split model's interval
+    dict(method="patch_diffusion", real_p=0.25, grad_accum=2, class_cond=True),  # more images per step
 ])
 def test_resume_is_bit_for_bit(tmp_path, extra):
     cfg = tiny(steps=6, ckpt_every=3, ema_half_life_images=100, **extra)
@@ -272,6 +273,7 @@ def test_resume_is_bit_for_bit(tmp_path, extra):
     # the history is the whole run's: the crashed run's records up to its checkpoint, then 4, 5, 6
     assert resumed.step == 6 and [r["step"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    assert [r["kimg"] for r in resumed.history] == [r["kimg"] for r in straight.history]
     a, b = load_checkpoint(tmp_path / "a" / LATEST), load_checkpoint(tmp_path / "b" / LATEST)
     assert _equal_states(a["model"], b["model"])
     assert _equal_states(a["ema"], b["ema"])

@@ -162,6 +162,12 @@ class Method:
         is the step's own (the same on every rank and accumulation round). The training loop calls it
         before each step's micro-batches; the default ignores it."""
 
+    def step_multiplier(self) -> int:
+        """Images this step draws per optim.batch_size image, asked after begin_step: the loop
+        gives prepare_batch this many times the micro-batch's images (Patch Diffusion's small-patch
+        steps, which hold more images at the cost of one full-size step). Default 1."""
+        return 1
+
     # -- shared ----------------------------------------------------------------------------------
     @property
     def img_shape(self) -> tuple[int, int, int]:

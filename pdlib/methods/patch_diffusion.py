@@ -5,22 +5,25 @@ Training (the paper and its release):
 - Each batch draws ONE patch side s from `patch_sizes` (default R/4, R/2, R for resolution R) with
   probabilities ((1−p)·2/5, (1−p)·3/5, p), p = `real_p` (or `patch_probs` given explicitly), or, with
   `progressive`, by training fraction (smallest first, each size for its probability's share).
-- Every image gives k = min((R/s)², max_batch_multiplier) independent uniformly placed s×s crops
-  (no padding): a batch of m images holds k·m crops, about m·R² pixels whatever s, so every step
-  costs about the same (`batch_multiplier`, computed for any R; the release's table had no entry
-  for an 8-pixel patch at R = 32 and gave ×8 where its image counter assumed ×4).
+- A step at patch side s holds k = min((R/s)², max_batch_multiplier) times the batch's images, one
+  independent uniformly placed s×s crop each (no padding): about the pixels of a full-size batch
+  whatever s, so every step costs about the same and a small-patch step sees k times the images
+  (`batch_multiplier`, computed for any R; the release's table had no entry for an 8-pixel patch
+  at R = 32 and gave ×8 where its image counter assumed ×4).
 - Coordinate channels x = column, y = row of each pixel in the FULL image, (pos/(R−1) − 0.5)·2
   (`pdlib.patching.coord_grid`), enter the net after the c_in scaling (EDMPrecond's `extra`), so the
   net has C + 2 inputs and C outputs; `coords=False` is the ablation without them (C inputs).
-- EDM's loss and preconditioning; the loss of an image is the mean over its k crops, and the loop
+- EDM's loss and preconditioning; the loss of an image is the mean over its crops, and the loop
   divides the sum by the images (`Batch.n_images`): a batch of many small patches weighs per image
   what a batch of whole images weighs. Label dropout for guidance is the base Method's.
 
-More images per step: pdlib.train gives a method exactly optim.batch_size images per step (the
-kimg counter, the EMA half-life in images, exact resume and the DDP micro-batches rest on it). The
-k crops of a small-patch step therefore come from the step's m images (k per image) rather than from
-k·m different images as in the release: the same pixels per step, an honest image count
-(`n_images` = m), and each image weighing one.
+More images per step (`distinct_images`, the default): after begin_step, `step_multiplier()` tells
+pdlib.train that a step at patch side s draws k = min((R/s)², max_batch_multiplier) times
+optim.batch_size images (the step's batch plus BatchStream.extra's, reproducible by step); each
+gives ONE crop, so the step holds about the pixels of a full-size step and costs about as much, but
+sees k times the images. The loop counts them (kimg, images/s) and the EMA half-life in images
+follows them. With `distinct_images=False`, the k crops come from each of the step's m images
+instead: the same pixels, m images per step (the ablation the chapter measures).
 
 One size per step: pdlib.train calls `begin_step(step, n_steps, generator)` with a generator of the
 step (the same on every rank and round), which fixes the size for all the step's micro-batches and
@@ -54,6 +57,7 @@ class PatchDiffusionOptions(EDMOptions):
     patch_sizes: tuple[int, ...] | None = None      # patch sides in pixels, increasing, each dividing data.resolution; None = (R/4, R/2, R), those the net accepts (filled when training)
     patch_probs: tuple[float, ...] | None = None    # P(each patch size) given explicitly (sums to 1; needs patch_sizes); None = from real_p
     max_batch_multiplier: int = 16                  # cap on the crops per image at patch side s, (R/s)² (16 leaves the defaults uncapped)
+    distinct_images: bool = True                    # a small-patch step draws k = (R/s)² times the images, one crop each (the release); False = k crops of each of the step's images
     coords: bool = True                             # 2 coordinate input channels (x, y of each pixel in the full image); False = the ablation without them
     progressive: bool = False                       # patch size by training fraction (smallest first, each for its probability's share) instead of random
 
@@ -75,7 +79,7 @@ class PatchDiffusionOptions(EDMOptions):
                   f"None or {len(s)} numbers >= 0 (one per patch size {s}) summing to 1")
         check(is_int(self.max_batch_multiplier) and self.max_batch_multiplier >= 1,
               "method.max_batch_multiplier", self.max_batch_multiplier, "an int >= 1")
-        for key in ("coords", "progressive"):
+        for key in ("distinct_images", "coords", "progressive"):
             check(isinstance(getattr(self, key), bool), f"method.{key}", getattr(self, key), "True or False")
 
 
@@ -196,6 +200,18 @@ class PatchDiffusionMethod(EDMMethod):
         if self.opts.progressive or generator is not None:
             self.step_size = self.step_patch_size(generator)
 
+    def step_multiplier(self) -> int:
+        """Images this step draws per batch image (pdlib.train asks after begin_step): k at a
+        small patch size with distinct_images, else 1."""
+        if self.opts.distinct_images and self.step_size is not None:
+            return self.multiplier(self.step_size)
+        return 1
+
+    def crops_per_image(self, patch_size: int) -> int:
+        """Crops each image of prepare_batch gives: 1 with distinct_images (the loop drew k times
+        the images), else the multiplier k."""
+        return 1 if self.opts.distinct_images else self.multiplier(patch_size)
+
     def multiplier(self, patch_size: int) -> int:
         """Crops per image at this patch side: min((R/s)², max_batch_multiplier)."""
         return batch_multiplier(self.resolution, patch_size, self.opts.max_batch_multiplier)
@@ -214,14 +230,15 @@ class PatchDiffusionMethod(EDMMethod):
         return progressive_patch_size(self.patch_sizes, self.patch_probs, self.progress)
 
     def prepare_batch(self, images, labels, generator=None, patch_size: int | None = None) -> Batch:
-        """m images → k·m crops of one patch side s, k per image, with their coordinate channels in
+        """m images → c·m crops of one patch side s, c = crops_per_image(s) (1 with distinct_images,
+        whose loop gives k times the images; k without), with their coordinate channels in
         cond['extra'] and their image's (dropped) label; n_images = m. s is `patch_size` if given,
         else the size begin_step fixed for the step, else drawn with `generator`."""
         b = super().prepare_batch(images, labels, generator)         # label dropout, per image
         R = self.resolution
         s = patch_size or self.step_size or self.step_patch_size(generator)
         check(s in self.patch_sizes, "patch_size", s, f"one of method.patch_sizes {self.patch_sizes}")
-        k = self.multiplier(s)
+        k = self.crops_per_image(s)
         if s == R:                                                    # whole images, k = 1
             x0 = images
             top = left = torch.zeros(len(images), dtype=torch.long, device=images.device)

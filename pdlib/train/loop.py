@@ -238,13 +238,14 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
         self.out = Path(cfg.run.out_dir) if cfg.run.out_dir is not None else None
-        self.step, self.t_resumed = 0, 0.0
+        self.step, self.t_resumed, self.images_seen = 0, 0.0, 0
         self.ckpt_path = st.resume_path(cfg, resume)
         if self.ckpt_path is not None:
-            self.step, self.t_resumed = st.restore(self.ckpt_path, cfg, self.method, self.ema,
-                                                   self.opt, self.scaler, self.stream)
+            self.step, self.t_resumed, self.images_seen = st.restore(
+                self.ckpt_path, cfg, self.method, self.ema, self.opt, self.scaler, self.stream)
         elif cfg.run.init_from is not None:
             st.init_weights(self.method, self.ema, cfg)
+        self.images_logged = self.images_seen          # images at the last metrics record
         # the newest checkpoint with finite weights (what a DivergenceError points to)
         self.good_ckpt = (self.ckpt_path, self.step) if self.ckpt_path is not None else None
         self.writes = self.out is not None and d.main
@@ -369,6 +370,15 @@ class _Trainer:
         # accumulation round, from a generator of its own (no global random state is touched)
         step_gen = torch.Generator().manual_seed(derive_seed(cfg.optim.seed, "step", self.step))
         self.method.begin_step(self.step, self.n_steps, step_gen)
+        mult = self.method.step_multiplier()        # more images this step (small patches)
+        if not (isinstance(mult, int) and mult >= 1):
+            raise ValueError(f"{self.method.name}.step_multiplier() gave {mult!r}; allowed: an int >= 1")
+        if mult > 1:                                # the step's batch, then (mult-1)·B more images
+            xe, ye = self.stream.extra(self.step, (mult - 1) * cfg.optim.batch_size)
+            x = torch.cat([x, xe])
+            y = None if y is None else torch.cat([y, ye])
+            m = m * mult
+        self.step_images = cfg.optim.batch_size * mult
         self.opt.zero_grad(set_to_none=True)
         ok = torch.ones((), dtype=torch.bool, device=self.device)
         for a in range(accum):
@@ -414,7 +424,9 @@ class _Trainer:
             self.scaler.update()
         else:
             self.opt.step()
-        st.update_ema(self.ema.denoiser, self.method.denoiser, ema_beta(cfg, self.step))
+        st.update_ema(self.ema.denoiser, self.method.denoiser,
+                      ema_beta(cfg, self.step, self.step_images, self.images_seen))
+        self.images_seen += self.step_images
         self.step += 1
 
     # -- logging ----------------------------------------------------------------------------------
@@ -425,8 +437,9 @@ class _Trainer:
             import torch.distributed as dist
             dist.all_reduce(total)
         now = time.perf_counter()
-        n_img = n_steps_since * self.cfg.optim.batch_size
-        record = {"step": self.step, "kimg": self.step * self.cfg.optim.batch_size / 1000,
+        n_img = self.images_seen - self.images_logged
+        self.images_logged = self.images_seen
+        record = {"step": self.step, "kimg": self.images_seen / 1000,
                   "loss": total[0].item() / total[1].item(), "lr": self.lr,
                   "img_per_s": n_img / max(now - t_last, 1e-9),
                   "time": now - t_start, "nonfinite_grad_steps": int(self.nonfinite.item())}
@@ -465,7 +478,7 @@ class _Trainer:
         if self.writes:
             state = st.checkpoint_state(self.cfg, self.step, self.method, self.ema, self.opt,
                                         self.scaler, self.stream.position(self.step),
-                                        time.perf_counter() - t_start)
+                                        time.perf_counter() - t_start, self.images_seen)
             path = write_checkpoint(state, self.out, self.step, keep=self.cfg.run.ckpt_keep)
         if self.out is not None:              # every rank knows what rank 0 wrote
             self.good_ckpt = (path or checkpoint_path(self.out, self.step), self.step)

@@ -18,16 +18,18 @@ def lr_at(cfg, step: int) -> float:
     return o.lr * min(1.0, (step + 1) / o.warmup_steps)
 
 
-def ema_beta(cfg, step: int) -> float:
-    """EMA decay after step `step` (0-based), Karras et al. 2022: β = 0.5^(B/h) with B = batch_size
-    (global images per step) and h = half-life in images, ramped up as h ≤ ema_rampup·step·B."""
+def ema_beta(cfg, step: int, n_images: int | None = None, seen: int | None = None) -> float:
+    """EMA decay after step `step` (0-based), Karras et al. 2022: β = 0.5^(n/h) with n = the step's
+    images (default batch_size) and h = half-life in images, ramped up as h ≤ ema_rampup·seen, seen
+    = images before this step (default step·batch_size)."""
     o = cfg.optim
     h = float(o.ema_half_life_images)
     if h <= 0:
         return 0.0
+    n = o.batch_size if n_images is None else n_images
     if o.ema_rampup is not None:
-        h = min(h, step * o.batch_size * o.ema_rampup)
-    return 0.5 ** (o.batch_size / max(h, 1e-8))
+        h = min(h, (step * o.batch_size if seen is None else seen) * o.ema_rampup)
+    return 0.5 ** (n / max(h, 1e-8))
 
 
 def total_steps(cfg) -> int:
@@ -76,4 +78,13 @@ class BatchStream:
             g = torch.Generator().manual_seed(derive_seed(self.seed, "data", epoch))
             self._epoch, self._perm = epoch, torch.randperm(len(self.images), generator=g)
         idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.images[idx], (None if self.labels is None else self.labels[idx])
+
+    def extra(self, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n more images for global batch k (a method's step_multiplier > 1): the first n of a
+        permutation seeded by (seed, 'extra', k) (uniform draws with replacement when n exceeds
+        the data set); random access by step, so a resumed run draws the same ones."""
+        N = len(self.images)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "extra", k))
+        idx = torch.randperm(N, generator=g)[:n] if n <= N else torch.randint(N, (n,), generator=g)
         return self.images[idx], (None if self.labels is None else self.labels[idx])

@@ -91,7 +91,8 @@ def check_resume_config(saved: TrainConfig, cfg: TrainConfig, path) -> None:
                          "run.overwrite=True to set this one aside)")
 
 
-def checkpoint_state(cfg, step, method, ema, opt, scaler, position, seconds) -> dict:
+def checkpoint_state(cfg, step, method, ema, opt, scaler, position, seconds,
+                     images_seen: int | None = None) -> dict:
     """The dict a training checkpoint holds (tensors and plain data only)."""
     epoch, i = position
     return {
@@ -100,15 +101,16 @@ def checkpoint_state(cfg, step, method, ema, opt, scaler, position, seconds) -> 
         "optimizer": opt.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
         "rng": rng_state(),
-        "data": {"position": torch.tensor([epoch, i]), "images_seen": step * cfg.optim.batch_size},
+        "data": {"position": torch.tensor([epoch, i]),
+                 "images_seen": step * cfg.optim.batch_size if images_seen is None else int(images_seen)},
         "time": seconds,                                    # training seconds so far
         "torch_version": str(torch.__version__),
     }
 
 
-def restore(path, cfg, method, ema, opt, scaler, stream, state=None) -> tuple[int, float]:
+def restore(path, cfg, method, ema, opt, scaler, stream, state=None) -> tuple[int, float, int]:
     """Load a checkpoint (or its state, loaded by load_resume_state) into the run's objects;
-    (step, training seconds) at the checkpoint."""
+    (step, training seconds, images seen) at the checkpoint."""
     state = load_resume_state(path, cfg) if state is None else state
     part = "model"
     try:
@@ -126,6 +128,7 @@ def restore(path, cfg, method, ema, opt, scaler, stream, state=None) -> tuple[in
         step, seconds = int(state["step"]), float(state.get("time", 0.0))
         part = "data"
         position = tuple(state["data"]["position"].tolist())
+        seen = int(state["data"].get("images_seen", step * cfg.optim.batch_size))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r}: its {part!r} entry does not fit this run "
                               f"({one_line(e)[:300]}); the file is damaged or not from this "
@@ -133,7 +136,7 @@ def restore(path, cfg, method, ema, opt, scaler, stream, state=None) -> tuple[in
     if position != stream.position(step):
         raise CheckpointError(f"checkpoint {str(path)!r}: data position "
                               f"{state['data']['position'].tolist()} does not match step {step}")
-    return step, seconds
+    return step, seconds, seen
 
 
 def load_init_state(cfg: TrainConfig) -> dict:
