@@ -47,3 +47,49 @@ def test_close_worse_and_fails_verdicts_go_both_ways():
     assert C.fails_verdict(60.0, 90.0, r).word == "did not hold"
     assert C.fails_verdict(100.0, FID_MAX + 1, r).word == "held"
     assert C.fails_verdict(FID_MAX + 10, 400.0, r).word == NOT_TESTABLE
+
+
+# --- tables on the committed files ---------------------------------------------------------------
+@have_full
+def test_real_p_table_holds_the_runs_numbers_and_their_images_per_step():
+    t = C.real_p_table()
+    assert all(len(r) == len(t.header) for r in t.rows) and len(t.rows) == len(C.REAL_P)
+    v = t.values
+    for p in C.REAL_P:
+        ev = read_json(f"ch04_full/rp{p:g}-s0.json")
+        assert v["fid"][p] == pytest.approx(metric(ev, "FID")[1])
+        assert v["recall"][p] == pytest.approx(metric(ev, "recall")[1])
+        log = read_log(f"ch04_full/rp{p:g}-s0.metrics.jsonl")
+        assert v["kimg"][p] == pytest.approx(log[-1]["kimg"])
+        # the logs count the images the multiplier drew: E[k] = 8.8 (1 − p) + p at R = 32 (cap 16),
+        # within 4 standard errors of the mean of the run's draws (sd of k ≤ 5.9)
+        want, se = 8.8 * (1 - p) + p, 5.9 / v["steps"] ** 0.5
+        assert abs(v["images_per_step"][p] - want) <= 4 * se + 1e-9, (p, v["images_per_step"][p])
+    assert v["images_per_step"][1.0] == 1.0
+
+
+@have_full
+def test_fid_time_table_reads_every_checkpoint_in_time_order():
+    t = C.fid_time_table()
+    v = t.values
+    assert set(v["curves"]) == {(p, s) for p in (1.0, 0.5) for s in (0, 1)}
+    for (p, s), curve in v["curves"].items():
+        times = [m for m, _ in curve]
+        assert len(curve) >= 4 and times == sorted(times)
+        final = read_json(f"ch04_full/rp{p:g}-s{s}.json")
+        assert curve[-1][1] == pytest.approx(metric(final, "FID")[1])
+    for s, target in v["target"].items():
+        assert target == pytest.approx(v["fid"][1.0, s])
+        assert v["time"][1.0, s] is not None          # p = 1 reaches its own final FID
+        if v["speedup"][s] is not None:
+            assert v["speedup"][s] == pytest.approx(v["time"][1.0, s] / v["time"][0.5, s])
+
+
+@have_full
+def test_evaluations_and_pair_tables_cover_the_committed_files():
+    n = len([f for f in FULL.glob("*.json") if not f.name.endswith(".config.json")])
+    assert C.evaluations_table().values["n"] == n
+    pt = C.pair_table({"coordinates off": ("rp0.5-s0", "nocoords-rp0.5-s0")})
+    pair = pt.values["pairs"]["coordinates off"]
+    assert pair["other"]["fid"] == pytest.approx(metric(read_json("ch04_full/nocoords-rp0.5-s0.json"), "FID")[1])
+    assert len(C.subtable(pt, ["coordinates off"]).rows) == 2

@@ -31,10 +31,13 @@ def _rp(p: float) -> str:
 
 def run_info(name: str, folder=FOLDER) -> dict:
     """A training run's facts from its log and config: steps, kimg (images seen, thousands),
-    minutes of training, seconds per step, images per step (mean), patch sizes, batch."""
+    minutes of training, seconds per step, images per step (mean, in batches), patch sizes,
+    batch, and ``config`` (its fields by name, the sections flattened)."""
     d = _dir(folder)
     log = read_log(d / f"{name}.metrics.jsonl")
-    cfg = read_json(d / f"{name}.config.json") or {}
+    raw = read_json(d / f"{name}.config.json") or {}
+    # the sectioned config (version 2) flattened: field names are unique across its sections
+    cfg = {k: v for sec in raw.values() if isinstance(sec, dict) for k, v in sec.items()}
     last = log[-1]
     return dict(steps=last["step"], kimg=last["kimg"], minutes=last["time"] / 60,
                 s_per_step=last["time"] / last["step"],
