@@ -79,10 +79,10 @@ def test_fid_time_table_reads_every_checkpoint_in_time_order():
         final = read_json(f"ch04_full/rp{p:g}-s{s}.json")
         assert curve[-1][1] == pytest.approx(metric(final, "FID")[1])
     for s, target in v["target"].items():
-        assert target == pytest.approx(v["fid"][1.0, s])
-        assert v["time"][1.0, s] is not None          # p = 1 reaches its own final FID
-        if v["speedup"][s] is not None:
-            assert v["speedup"][s] == pytest.approx(v["time"][1.0, s] / v["time"][0.5, s])
+        assert target == pytest.approx(max(v["fid"][1.0, s], v["fid"][0.5, s]))
+        # both runs reach the worse final FID, so the speed-up is always defined
+        assert v["time"][1.0, s] is not None and v["time"][0.5, s] is not None
+        assert v["speedup"][s] == pytest.approx(v["time"][1.0, s] / v["time"][0.5, s])
 
 
 @have_full

@@ -13,7 +13,8 @@ import pytest
 from pdlib.book import REPO_ROOT, metric, read_json, read_log
 from pdlib.book import results as R
 
-NOTEBOOKS = [REPO_ROOT / "notebooks" / "03_patched_unet.ipynb", REPO_ROOT / "book" / "results.ipynb"]
+NOTEBOOKS = [REPO_ROOT / "notebooks" / "03_patched_unet.ipynb", REPO_ROOT / "book" / "results.ipynb",
+             REPO_ROOT / "notebooks" / "04_patch_diffusion.ipynb"]
 MAX_LINE = 80
 ABSOLUTE = re.compile(r"/(work|root|home|tmp)/")
 BASE64 = re.compile(r"data:[a-z]+/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]+")
@@ -203,7 +204,7 @@ def test_glue_values_makes_numpy_scalars_plain(monkeypatch):
     assert type(seen["a"][0]) is float and type(seen["b"][0]) is int
 
 
-# --- the two notebooks as stored -----------------------------------------------------------------
+# --- the notebooks as stored ---------------------------------------------------------------------
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_code_lines_fit_the_page(path):
     nb = nbformat.read(path, as_version=4)

@@ -157,8 +157,9 @@ def time_to_fid(curve: list[tuple[float, float]], target: float) -> float | None
 def fid_time_table(folder=FOLDER, ps=(1.0, 0.5), seeds=(0, 1)) -> Table:
     """FID against training time: each (p, seed) run's checkpoints (``-k{step}`` files and the
     final one) with the training minutes at that step (its metrics log). The target FID of a seed
-    is p = ps[0]'s final FID; the table gives, per seed, the minutes each p needs to reach it and
-    their ratio (the speed-up). ``values``: ``curves`` {(p, seed): [(minutes, FID), …]},
+    is the higher of its runs' final FIDs, the best quality that both reach (p = ps[0]'s when
+    p = ps[1] ends better, the paper's framing); the table gives, per seed, the minutes each p
+    needs to reach it and their ratio, the speed-up of ps[1] over ps[0] (< 1: slower). ``values``: ``curves`` {(p, seed): [(minutes, FID), …]},
     ``recall`` {(p, seed): final recall}, ``fid`` {(p, seed): final FID}, ``target``, ``time``
     {(p, seed): minutes or None}, ``speedup`` {seed: ratio or None}, ``fid_key``."""
     d = _dir(folder)
@@ -179,7 +180,7 @@ def fid_time_table(folder=FOLDER, ps=(1.0, 0.5), seeds=(0, 1)) -> Table:
             fid_key = metric(final, "FID")[0]
     if not curves:
         _need(d / f"{_rp(ps[0])}-s{seeds[0]}.json", SCRIPT)
-    target = {s: fid[ps[0], s] for s in seeds if (ps[0], s) in fid}
+    target = {s: max(fid[p, s] for p in ps) for s in seeds if all((p, s) in fid for p in ps)}
     time = {(p, s): time_to_fid(c, target[s]) for (p, s), c in curves.items() if s in target}
     speedup = {}
     for s in target:
@@ -187,7 +188,7 @@ def fid_time_table(folder=FOLDER, ps=(1.0, 0.5), seeds=(0, 1)) -> Table:
         for p in ps[1:]:
             t = time.get((p, s))
             speedup[s] = None if t is None or ref is None or t <= 0 else ref / t
-    header = ["seed", f"target {fid_key} (real_p = {ps[0]:g}, final)"] + [
+    header = ["seed", f"target {fid_key} (the worse final)"] + [
         f"minutes to reach it, real_p = {p:g}" for p in ps] + ["speed-up"]
     rows = [[s, f"{target[s]:.1f}"] + [("not reached" if time.get((p, s)) is None
                                         else f"{time[p, s]:.2f}") for p in ps]
@@ -266,10 +267,11 @@ def fails_verdict(fid_p1: float, fid_p0: float, recall: dict[str, float],
 def speedup_verdict(speedup: dict[int, float | None], fid: dict, recall: dict,
                     claim: float = SPEEDUP_CLAIM) -> Verdict:
     """"≥ 2× faster to the same FID", per seed: held if every seed's speed-up ≥ claim; partly if
-    every seed's is > 1 (faster, by less); did not hold if some seed is not faster or never
-    reaches the target; NOT_TESTABLE unless some final model passes the quality gate."""
-    rule = (f"{GATE}; the target is real_p = 1's final FID; held if real_p = 0.5 reaches it "
-            f"≥ {fmt(claim)}× sooner for every seed, partly if sooner for every seed")
+    every seed's is > 1 (faster, by less); did not hold if some seed is not faster or has no
+    speed-up; NOT_TESTABLE unless some final model passes the quality gate."""
+    rule = (f"{GATE}; the target is the worse of the two final FIDs of a seed; held if "
+            f"real_p = 0.5 reaches it ≥ {fmt(claim)}× sooner for every seed, partly if sooner "
+            "for every seed")
     label = lambda k: f"real_p {k[0]:g} seed {k[1]}"      # noqa: E731
     if not _testable(fid, recall):
         return _not_testable(fid, recall, label, rule)
