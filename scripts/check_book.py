@@ -376,12 +376,24 @@ def find_chromium() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 
 
-def run_chromium(binary: str, url: str, mode: list[str], budget_ms: int, timeout_s: float) -> str:
-    """Run headless Chromium on `url` with extra `mode` flags; return its stdout."""
-    with tempfile.TemporaryDirectory(prefix="check_book_chromium_") as profile:
-        cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-               f"--virtual-time-budget={budget_ms}", *mode, url]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+def run_chromium(binary: str, url: str, mode: list[str], budget_ms: int, timeout_s: float,
+                 attempts: int = 2) -> str:
+    """Run headless Chromium on `url` with extra `mode` flags; return its stdout. A run that
+    hangs past `timeout_s` (headless Chromium now and then never returns on a loaded machine; the
+    same page renders in seconds on the next try) is retried in a fresh profile, `attempts` in
+    all; the last timeout is raised."""
+    for attempt in range(attempts):
+        with tempfile.TemporaryDirectory(prefix="check_book_chromium_") as profile:
+            cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                   f"--virtual-time-budget={budget_ms}", *mode, url]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+                break
+            except subprocess.TimeoutExpired:
+                if attempt == attempts - 1:
+                    raise
+                print(f"check_book: {url}: chromium hung past {timeout_s:.0f} s; trying again",
+                      file=sys.stderr, flush=True)
     if proc.returncode != 0:
         raise RuntimeError(f"chromium exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return proc.stdout
