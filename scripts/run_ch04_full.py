@@ -27,15 +27,16 @@ resumed to STEPS; their evaluations at 250 and 750 steps are extra points of the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import full_runs  # noqa: E402  (scripts/full_runs.py: the shared job runner)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS, OUT = Path("runs/ch04_full"), Path("results/ch04_full")     # relative to ROOT (the cwd)
@@ -139,39 +140,9 @@ def run(job: dict) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] done  {kind} {name} in {time.time() - t0:.0f} s", flush=True)
 
 
-def run_chain(chain: list[dict]) -> str | None:
-    try:
-        for job in chain:
-            if not done(job):
-                run(job)
-    except Exception as e:                                   # report, let the other chains go on
-        print(f"FAILED: {e}", flush=True)
-        return str(e)
-    return None
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--list", action="store_true", help="list the jobs and whether each is done")
-    p.add_argument("--only", nargs="+", metavar="NAME",
-                   help="run only these jobs (an evaluation's training run must be done)")
-    args = p.parse_args()
     os.chdir(ROOT)
-    cs = chains()
-    if args.only:
-        unknown = set(args.only) - {j["name"] for c in cs for j in c}
-        if unknown:
-            p.error(f"--only {sorted(unknown)}: no such job; see --list")
-        cs = [c for c in ([j for j in c if j["name"] in args.only] for c in cs) if c]
-    if args.list:
-        for c in cs:
-            for j in c:
-                print(f"{'done' if done(j) else 'todo'}  {j['kind']:<8} {j['name']}")
-        return 0
-    with ThreadPoolExecutor(WORKERS) as pool:
-        errors = [e for e in pool.map(run_chain, cs) if e]
-    print(f"{len(errors)} chain(s) failed" if errors else f"all done: {OUT}")
-    return 1 if errors else 0
+    return full_runs.main(__doc__.split("\n\n")[0], chains(), done, run, WORKERS, OUT)
 
 
 if __name__ == "__main__":
