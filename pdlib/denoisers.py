@@ -1,4 +1,4 @@
-"""Denoiser wrappers: guidance, thresholding, clipping, NFE counting and SNR splitting.
+"""Denoiser wrappers: guidance, thresholding, clipping, NFE counting, SNR splitting and tiles.
 
 Every wrapper is again a denoiser (ARCHITECTURE.md): an `nn.Module` with
 `D(x, sigma, **cond) -> x0_hat` that holds the denoiser(s) it wraps, and it passes the learned
@@ -23,7 +23,7 @@ from pdlib.precond import sigma_batch
 
 __all__ = [
     "learns_variance", "DenoiserWrapper", "CFGDenoiser", "DynamicThreshold", "ClipDenoiser",
-    "NFECounter", "SNRSplitDenoiser",
+    "NFECounter", "SNRSplitDenoiser", "TiledDenoiser",
 ]
 
 
@@ -227,3 +227,81 @@ class SNRSplitDenoiser(DenoiserWrapper):
                 v_out[m] = v
         return x0_out, v_out
 
+
+
+class TiledDenoiser(DenoiserWrapper):
+    """Patch-by-patch generation (Arakawa et al. 2023): a denoiser of whole images D(x, σ, **cond)
+    made of a denoiser of tiles, run on one chunk of tiles at a time.
+
+    x [B, C, H, W] is cut into an N×N grid of tiles (`pdlib.patching.to_tiles`, index i·N + j,
+    row-major; any H × W that N divides). Each network run takes `chunk` tiles of every image:
+    chunk = 1 holds one tile per image (the least memory), chunk = N² all of them in one batch
+    (the release's layout, whose peak memory is the whole image's). A tile gets its position
+    (`position=` k, for a net with num_positions = N²) and, with `gcc`, the Global Content
+    Conditioning: the whole current x average-pooled to the tile size (`global_content`), scaled
+    like the image input of the net (`input_scale(σ)`: √ᾱ for VPPrecond, so the net sees pooled
+    x_t; c_in for EDMPrecond), appended as `extra` channels. Recomputed at every call, i.e. at
+    every sampler step. The tiles' x̂0 are put back in place (`from_tiles`).
+    """
+
+    def __init__(self,
+        denoiser,                       # tile denoiser D(x_tile, σ, class_labels=, extra=, position=): a VPPrecond or EDMPrecond
+        grid: int,                      # N: the image is cut into N×N tiles
+        gcc: bool = True,               # Global Content Conditioning (C extra input channels)
+        position: bool = True,          # pass each tile's index k = i·N + j (one-hot in the net)
+        chunk: int = 1,                 # tiles of each image per network run (1 … N²; more is clipped to N²)
+    ):
+        super().__init__(denoiser)
+        from pdlib._checks import check, is_int
+        check(is_int(grid) and grid >= 1, "grid", grid, "an int N >= 1 (the image is cut into N×N tiles)")
+        check(is_int(chunk) and chunk >= 1, "chunk", chunk,
+              f"an int >= 1 (tiles per network run; {grid * grid} = all of them at once)")
+        for key, v in (("gcc", gcc), ("position", position)):
+            check(isinstance(v, bool), key, v, "True or False")
+        net = getattr(denoiser, "net", None)
+        if gcc:
+            C, E = getattr(net, "in_channels", None), getattr(net, "extra_in_channels", None)
+            check(C is not None and E == C, "gcc", gcc,
+                  f"False, or a tile net with extra_in_channels = in_channels (the C global-content "
+                  f"channels); this net has in_channels={C}, extra_in_channels={E}")
+            check(hasattr(denoiser, "input_scale"), "gcc", gcc,
+                  "False, or a tile denoiser with input_scale(σ) (VPPrecond, EDMPrecond)")
+        if position:
+            n = getattr(net, "num_positions", None)
+            check(n == grid * grid, "position", position,
+                  f"False, or a tile net with num_positions = N² = {grid * grid}; this net has "
+                  f"num_positions={n}")
+        self.grid, self.gcc, self.position, self.chunk = int(grid), gcc, position, int(chunk)
+
+    def _denoise(self, call, x, sigma, **cond):
+        from pdlib.patching import check_grid, from_tiles, global_content, to_tiles
+        if "extra" in cond or "position" in cond:
+            raise ValueError("TiledDenoiser makes the tiles' extra= and position= itself; allowed: "
+                             "cond without them (class_labels, ...)")
+        if x.ndim != 4:
+            raise ValueError(f"x has shape {tuple(x.shape)}; allowed: [B, C, H, W]")
+        B, C, H, W = x.shape
+        N = self.grid
+        h, w = check_grid(N, H, W)
+        s = sigma_batch(sigma, B, x.device)                                  # (B,) float64
+        tiles = to_tiles(x, N)                                               # (B, N², C, h, w)
+        if self.gcc:
+            scale = self.denoiser.input_scale(s).to(x.dtype).reshape(B, 1, 1, 1)
+            g = global_content(x, N) * scale                                 # (B, C, h, w)
+        x0_out, v_out = torch.empty_like(tiles), None
+        for start in range(0, N * N, self.chunk):
+            c = min(self.chunk, N * N - start)
+            rep = lambda v: v.repeat_interleave(c, 0)                        # image-major: b·c + j
+            kw = _per_sample(cond, B, rep)
+            if self.gcc:
+                kw["extra"] = rep(g)
+            if self.position:
+                kw["position"] = torch.arange(start, start + c, device=x.device).repeat(B)
+            x0, v = call(self.denoiser, tiles[:, start:start + c].reshape(B * c, C, h, w),
+                         rep(s), **kw)
+            x0_out[:, start:start + c] = x0.to(x.dtype).reshape(B, c, C, h, w)
+            if v is not None:
+                if v_out is None:
+                    v_out = v.new_empty((B, N * N, *v.shape[1:]))
+                v_out[:, start:start + c] = v.reshape(B, c, *v.shape[1:])
+        return from_tiles(x0_out, N), (None if v_out is None else from_tiles(v_out, N))

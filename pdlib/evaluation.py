@@ -64,8 +64,13 @@ def check_sampling_args(method=None, *, guidance=1.0, steps=None, seed=0, dynami
 
 
 def _default_sampler(method) -> str | None:
+    """sample()'s default sampler= (None there: the method's first `samplers`, its default)."""
     p = inspect.signature(method.sample).parameters.get("sampler")
-    return None if p is None or p.default is inspect.Parameter.empty else p.default
+    if p is None or p.default is inspect.Parameter.empty:
+        return None
+    if p.default is None:
+        return (tuple(getattr(method, "samplers", ())) or (None,))[0]
+    return p.default
 
 
 def sampling_used(method, sampler=None, steps=None, variance=None) -> dict:

@@ -4,6 +4,7 @@ A loss is `loss_fn(model, x0, generator=None, **cond) -> [B]` per-sample losses 
 the training loop averages them. Which model each loss takes:
 
 * `EDMLoss` takes the denoiser `EDMPrecond` (it only needs D(x, σ)).
+* `TileLoss` (patch-by-patch, Arakawa et al. 2023) takes either, and the tiles to train on.
 * `VPLoss` takes a `VPPrecond` (anything with `.predict(x_t, t, class_labels, extra)` and
   `.prediction` / `.learn_sigma`): ε- and v-targets need the raw network output, not D.
 
@@ -25,7 +26,7 @@ from pdlib.precond import PREDICTIONS, SIGMA_DATA, prediction_target, x0_from_pr
 from pdlib.schedules import VPSchedule
 
 __all__ = [
-    "WEIGHTINGS", "loss_weight", "EDMLoss", "VPLoss", "uniform_t", "uniform_t_in_snr_interval",
+    "WEIGHTINGS", "loss_weight", "EDMLoss", "VPLoss", "TileLoss", "uniform_t", "uniform_t_in_snr_interval",
     "drop_labels", "normal_kl", "discretized_gaussian_log_likelihood", "vb_terms_bpd",
 ]
 
@@ -107,6 +108,94 @@ class EDMLoss:
                           dtype=x0.dtype).to(x0.device)
         D = denoiser(x0 + s * eps, sigma, **cond)                                 # (B, C, H, W)
         return _mean_flat(weight * (D - x0) ** 2)
+
+
+class TileLoss:
+    """Arakawa et al. 2023: the loss of chosen tiles of whole images. The WHOLE image is noised
+    (one σ or t per image), each chosen tile is denoised from its own noisy pixels, its position
+    and (with `gcc`) the whole noisy image average-pooled to the tile size, scaled as the net's
+    image input (so a VP net sees pooled x_t). `kind='vp'`: the release's ε-prediction with an L1
+    (or L2) loss on the network's target (a `VPPrecond`, t ~ U{0..T−1}); `kind='edm'`: EDM's
+    λ(σ)-weighted x0 loss (an `EDMPrecond`). Returns one loss per tile, image-major."""
+
+    def __init__(self,
+        grid: int,                      # N of the N×N tiles
+        kind: str = "vp",               # 'vp' (ε/x0/v target, schedule) or 'edm'
+        gcc: bool = True,               # append the pooled whole noisy image as extra channels
+        position: bool = True,          # pass each tile's index to the net
+        schedule: VPSchedule | None = None,   # kind='vp': the training schedule
+        prediction: str = "eps",        # kind='vp': the network's target
+        norm: str = "l1",               # kind='vp': 'l1' (the release) or 'l2' on the target
+        P_mean: float = -1.2,           # kind='edm': ln σ ~ N(P_mean, P_std²)
+        P_std: float = 1.2,
+        sigma_data: float = SIGMA_DATA, # kind='edm'
+    ):
+        if kind not in ("vp", "edm"):
+            raise ValueError(f"kind={kind!r} is invalid; allowed: 'vp' or 'edm'")
+        if kind == "vp" and not isinstance(schedule, VPSchedule):
+            raise ValueError(f"schedule={schedule!r} is invalid; allowed: a pdlib.schedules.VPSchedule (kind='vp')")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={prediction!r} is invalid; allowed: {PREDICTIONS}")
+        if norm not in ("l1", "l2"):
+            raise ValueError(f"norm={norm!r} is invalid; allowed: 'l1' or 'l2'")
+        self.grid, self.kind, self.gcc, self.position = int(grid), kind, bool(gcc), bool(position)
+        self.schedule, self.prediction, self.norm = schedule, prediction, norm
+        self.edm = EDMLoss(P_mean, P_std, sigma_data) if kind == "edm" else None
+        self.t_sampler = uniform_t(schedule.T) if kind == "vp" else None
+
+    def _pick(self, x: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+        """The chosen tiles of whole images: x [m, C, H, W], tiles int64 [m, k] -> [m·k, C, h, w]."""
+        from pdlib.patching import to_tiles
+        t = to_tiles(x, self.grid)                                            # (m, N², C, h, w)
+        m, k = tiles.shape
+        return t[torch.arange(m, device=x.device)[:, None], tiles].reshape(m * k, *t.shape[2:])
+
+    def _cond(self, noisy, scale, tiles, class_labels):
+        from pdlib.patching import global_content
+        k = tiles.shape[1]
+        cond = {}
+        if class_labels is not None:
+            cond["class_labels"] = class_labels.repeat_interleave(k, 0)
+        if self.gcc:
+            g = global_content(noisy, self.grid) * scale.reshape(-1, 1, 1, 1).to(noisy.dtype)
+            cond["extra"] = g.repeat_interleave(k, 0)                         # (m·k, C, h, w)
+        if self.position:
+            cond["position"] = tiles.reshape(-1)
+        return cond
+
+    def __call__(self, precond, x0: torch.Tensor, generator: torch.Generator | None = None,
+                 tiles: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-tile losses [m·k] of the tiles `tiles` (int64 [m, k]; None = every tile) of x0 [m, C, H, W]."""
+        m = x0.shape[0]
+        N2 = self.grid ** 2
+        if tiles is None:
+            tiles = torch.arange(N2, device=x0.device).expand(m, N2)
+        if tiles.ndim != 2 or tiles.shape[0] != m or bool((tiles < 0).any()) or bool((tiles >= N2).any()):
+            raise ValueError(f"tiles has shape {tuple(tiles.shape)}; allowed: int64 [{m}, k] in [0, {N2})")
+        k = tiles.shape[1]
+        dev = _device_of(generator, x0.device)
+        if self.kind == "edm":
+            sigma = self.edm.sample_sigma(m, generator, x0.device)              # (m,)
+            s = sigma.reshape(-1, 1, 1, 1)
+            weight = (s ** 2 + self.edm.sigma_data ** 2) / (s * self.edm.sigma_data) ** 2
+            eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+            y = x0 + s * eps                                                    # whole noisy images
+            cond = self._cond(y, precond.input_scale(sigma.to(torch.float64)), tiles, class_labels)
+            D = precond(self._pick(y, tiles), sigma.repeat_interleave(k), **cond)
+            return _mean_flat(weight.repeat_interleave(k, 0) * (D - self._pick(x0, tiles)) ** 2)
+        if not hasattr(precond, "predict"):
+            raise ValueError(f"TileLoss(kind='vp') needs a VPPrecond (with .predict); got {type(precond).__name__}")
+        t = self.t_sampler(m, generator).to(x0.device)                           # (m,)
+        abar = self.schedule.alphas_cumprod.to(x0.device)[t].reshape(-1, 1, 1, 1).to(x0.dtype)
+        eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps                          # whole images
+        cond = self._cond(x_t, torch.ones(m, dtype=x0.dtype, device=x0.device), tiles, class_labels)
+        t_orig = self.schedule.timesteps.to(x0.device)[t].repeat_interleave(k)
+        pred, _ = precond.predict(self._pick(x_t, tiles), t_orig, **cond)
+        target = prediction_target(self._pick(x0, tiles), self._pick(eps, tiles),
+                                   abar.repeat_interleave(k, 0), self.prediction)
+        err = (target - pred.to(x0.dtype))
+        return _mean_flat(err.abs() if self.norm == "l1" else err ** 2)
 
 
 # ----------------------------------------------------------------------------------------------

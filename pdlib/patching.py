@@ -1,5 +1,6 @@
 """Patching of images: space-to-depth (Luhman & Luhman 2022), fixed 2-D position embeddings, and
-random crops with their pixel-coordinate channels (Patch Diffusion, Wang et al. 2023).
+random crops with their pixel-coordinate channels (Patch Diffusion, Wang et al. 2023), and the
+N×N tile grid of patch-by-patch generation (Arakawa et al. 2023).
 
 Layout convention used everywhere in pdlib (it is ``torch.nn.functional.pixel_unshuffle``'s):
 channel ``c·P² + i·P + j`` of the patched tensor at grid cell ``(y, x)`` holds pixel
@@ -13,7 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["space_to_depth", "depth_to_space", "sincos_2d", "coord_grid", "random_crops"]
+__all__ = ["space_to_depth", "depth_to_space", "sincos_2d", "coord_grid", "random_crops",
+           "check_grid", "to_tiles", "from_tiles", "global_content"]
 
 
 def _check_patch_size(patch_size: int) -> None:
@@ -141,3 +143,47 @@ def random_crops(images: torch.Tensor, size: int, n: int = 1,
     cols = left[:, None] + torch.arange(size, device=images.device)                # (n·B, s)
     crops = images[which[:, None, None], :, rows[:, :, None], cols[:, None, :]]    # (n·B, s, s, C)
     return crops.permute(0, 3, 1, 2).contiguous(), top, left                       # (n·B, C, s, s)
+
+
+# ----------------------------------------------------------------------------------------------
+# The N×N tile grid (Arakawa et al. 2023, "patch-based generation").
+# Tile index i·N + j (row-major) covers rows i·h … (i+1)·h − 1 and columns j·w … (j+1)·w − 1,
+# h = H/N, w = W/N: any H × W that N divides (the release's slicing mixed H and W: square only).
+
+def check_grid(grid: int, height: int, width: int, name: str = "grid") -> tuple[int, int]:
+    """(h, w) = (H/N, W/N), the tile size of an N×N grid over an H×W image; a one-line
+    ValueError naming `name` unless N is an int >= 1 that divides H and W."""
+    if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1 or height % grid or width % grid:
+        common = [d for d in _divisors(math.gcd(int(height), int(width)))]
+        raise ValueError(f"{name}={grid!r} is invalid; allowed: an int N >= 1 dividing both sides of "
+                         f"the {height}x{width} image, one of {common}")
+    return height // grid, width // grid
+
+
+def to_tiles(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, N², C, H/N, W/N]: tile k = i·N + j is rows i·h…, columns j·w… ."""
+    if x.ndim != 4:
+        raise ValueError(f"x has shape {tuple(x.shape)}; allowed: a 4-D tensor [B, C, H, W]")
+    B, C, H, W = x.shape
+    h, w = check_grid(grid, H, W)
+    t = x.reshape(B, C, grid, h, grid, w).permute(0, 2, 4, 1, 3, 5)      # (B, N, N, C, h, w)
+    return t.reshape(B, grid * grid, C, h, w)
+
+
+def from_tiles(tiles: torch.Tensor, grid: int) -> torch.Tensor:
+    """Inverse of `to_tiles`: [B, N², C, h, w] -> [B, C, N·h, N·w]."""
+    if tiles.ndim != 5 or not isinstance(grid, int) or grid < 1 or tiles.shape[1] != grid * grid:
+        raise ValueError(f"tiles has shape {tuple(getattr(tiles, 'shape', ()))} for grid={grid!r}; "
+                         f"allowed: [B, N², C, h, w] with N = grid >= 1")
+    B, _, C, h, w = tiles.shape
+    x = tiles.reshape(B, grid, grid, C, h, w).permute(0, 3, 1, 4, 2, 5)  # (B, C, N, h, N, w)
+    return x.reshape(B, C, grid * h, grid * w)
+
+
+def global_content(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """Global Content Conditioning (Arakawa et al. 2023): the whole image average-pooled by N to
+    the tile size, [B, C, H, W] -> [B, C, H/N, W/N]; every tile of the image gets the same one."""
+    if x.ndim != 4:
+        raise ValueError(f"x has shape {tuple(x.shape)}; allowed: a 4-D tensor [B, C, H, W]")
+    check_grid(grid, x.shape[-2], x.shape[-1])
+    return x if grid == 1 else F.avg_pool2d(x, grid)

@@ -113,6 +113,13 @@ def _net_input(x_in: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([x_in, extra.to(x_in.dtype)], dim=1)      # (B, C + E, H, W)
 
 
+def _net_call(net, x_in, noise_labels, class_labels, position):
+    """F(x_in, noise_labels, class_labels), plus positions= only when given (tiles of Arakawa et al.)."""
+    if position is None:
+        return net(x_in, noise_labels, class_labels)
+    return net(x_in, noise_labels, class_labels, positions=position)
+
+
 def _check_x(x: torch.Tensor, where: str = "") -> None:
     """x must be a float tensor [B, C, ...] (the samplers pass `where`, e.g. 'at noise level sigmas[0]')."""
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
@@ -145,15 +152,21 @@ class EDMPrecond(nn.Module):
         c_noise = sigma.log() / 4
         return c_skip, c_out, c_in, c_noise
 
+    def input_scale(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The factor c_in(σ) the net's image input carries: what conditioning built from x (the
+        global content of a tile) is multiplied by to enter the net on the same scale."""
+        return 1 / (sigma ** 2 + self.sigma_data ** 2).sqrt()
+
     def forward(self, x: torch.Tensor, sigma, class_labels: torch.Tensor | None = None,
-                extra: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, H, W) at noise σ; `extra` channels are appended AFTER the c_in scaling."""
+                extra: torch.Tensor | None = None, position: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W) at noise σ; `extra` channels are appended AFTER the c_in scaling;
+        `position` (int64 [B]) is the tile index, for a net with num_positions."""
         _check_x(x)
         s = sigma_batch(sigma, x.shape[0], x.device)                     # (B,) float64
         c_skip, c_out, c_in, c_noise = (c.reshape(-1, *[1] * (x.ndim - 1)) for c in self.coefficients(s))
         dtype = _net_dtype(self.net, x.dtype)
         x_in = _net_input((c_in * x).to(dtype), extra)                   # (B, C + E, H, W)
-        F_x = self.net(x_in, c_noise.reshape(-1).to(dtype), class_labels)
+        F_x = _net_call(self.net, x_in, c_noise.reshape(-1).to(dtype), class_labels, position)
         if F_x.shape != x.shape:
             raise ValueError(f"net output has shape {tuple(F_x.shape)}; allowed: {tuple(x.shape)} "
                              f"(same as x)")
@@ -181,14 +194,20 @@ class VPPrecond(nn.Module):
         self.prediction = prediction
         self.learn_sigma = bool(learn_sigma)
 
+    def input_scale(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The factor √ᾱ = 1/√(1+σ²) from σ-space x to the VP state x_t the net sees: what
+        conditioning built from x (a tile's global content) is multiplied by."""
+        return 1 / (1 + sigma ** 2).sqrt()
+
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
-                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                extra: torch.Tensor | None = None,
+                position: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw network output on the VP state: (prediction [B, C, ...], variance values in [−1, 1] or None)."""
         _check_x(x_t)
         C = x_t.shape[1]
         dtype = _net_dtype(self.net, x_t.dtype)
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).to(dtype)
-        out = self.net(_net_input(x_t.to(dtype), extra), t, class_labels)
+        out = _net_call(self.net, _net_input(x_t.to(dtype), extra), t, class_labels, position)
         expected = (x_t.shape[0], 2 * C if self.learn_sigma else C, *x_t.shape[2:])
         if tuple(out.shape) != expected:
             raise ValueError(f"net output has shape {tuple(out.shape)}; allowed: {expected} "
@@ -197,25 +216,26 @@ class VPPrecond(nn.Module):
             return out[:, :C], out[:, C:]
         return out, None
 
-    def _x0_and_values(self, x, sigma, class_labels, extra):
+    def _x0_and_values(self, x, sigma, class_labels, extra, position=None):
         _check_x(x)
         s = sigma_batch(sigma, x.shape[0], x.device)                     # (B,) float64
         abar = (1 / (1 + s ** 2)).reshape(-1, *[1] * (x.ndim - 1))       # (B, 1, 1, 1)
         x_t = x * abar.sqrt().to(x.dtype)                                # VP state
-        pred, values = self.predict(x_t, self.schedule.sigma_to_t(s), class_labels, extra)
+        pred, values = self.predict(x_t, self.schedule.sigma_to_t(s), class_labels, extra, position)
         x0 = x0_from_prediction(pred.to(x.dtype), x_t, abar.to(x.dtype), self.prediction)
         return x0, values
 
     def forward(self, x: torch.Tensor, sigma, class_labels: torch.Tensor | None = None,
-                extra: torch.Tensor | None = None) -> torch.Tensor:
+                extra: torch.Tensor | None = None, position: torch.Tensor | None = None) -> torch.Tensor:
         """x̂0 = D(x, σ): x (B, C, H, W) in σ-space."""
-        return self._x0_and_values(x, sigma, class_labels, extra)[0]
+        return self._x0_and_values(x, sigma, class_labels, extra, position)[0]
 
     def forward_with_variance(self, x: torch.Tensor, sigma, class_labels: torch.Tensor | None = None,
-                              extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                              extra: torch.Tensor | None = None,
+                              position: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂0, v) with v = (out+1)/2 ∈ [0, 1]: log σ² = v·log β + (1−v)·log β̃ (Nichol & Dhariwal 2021, eq. 15)."""
         if not self.learn_sigma:
             raise ValueError("forward_with_variance needs learn_sigma=True; allowed: a VPPrecond "
                              "built with learn_sigma=True")
-        x0, values = self._x0_and_values(x, sigma, class_labels, extra)
+        x0, values = self._x0_and_values(x, sigma, class_labels, extra, position)
         return x0, ((values.to(x.dtype) + 1) / 2)

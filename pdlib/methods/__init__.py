@@ -4,6 +4,7 @@
     vp.py        DDPM / ADM, with SNR splitting as the `snr_interval` option
     patched.py   patching the U-Net (Luhman & Luhman 2022)
     patch_diffusion.py   Patch Diffusion: EDM on random patches with coordinates (Wang et al. 2023)
+    tiled.py     patch-by-patch generation: tiles with position and global content (Arakawa et al. 2023)
     split.py     SplitMethod: SNR-split models composed for sampling
 
 `build_method(cfg)` builds the method of a `pdlib.config.TrainConfig` (resolved against its data
@@ -14,11 +15,12 @@ from pdlib.methods.edm import EDMMethod, EDMOptions
 from pdlib.methods.vp import VPMethod, VPOptions
 from pdlib.methods.patched import PatchedMethod, PatchedOptions
 from pdlib.methods.patch_diffusion import PatchDiffusionMethod, PatchDiffusionOptions
+from pdlib.methods.tiled import TiledMethod, TiledOptions
 from pdlib.methods.split import SplitMethod, snr_intervals
 
 __all__ = ["METHODS", "Batch", "Method", "MethodOptions", "method_class", "register",
            "EDMMethod", "EDMOptions", "VPMethod", "VPOptions", "PatchedMethod", "PatchedOptions",
-           "PatchDiffusionMethod", "PatchDiffusionOptions",
+           "PatchDiffusionMethod", "PatchDiffusionOptions", "TiledMethod", "TiledOptions",
            "SplitMethod", "snr_intervals", "build_method"]
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..patching import _divisors, depth_to_space, sincos_2d
-from .layers import build_preset, check_net_inputs, timestep_embedding
+from .layers import PositionEmbedding, build_preset, check_net_inputs, check_positions, timestep_embedding
 
 __all__ = ["DiT", "DiTBlock", "dit_preset", "DIT_PRESETS", "DIT_PAPER_CONFIG", "DIT_PAPER_PARAMS", "modulate"]
 
@@ -145,6 +145,7 @@ class DiT(nn.Module):
         out_channels:           int | None = None,  # Predicted image channels (default C); ×2 with learn_sigma.
         dropout:                float = 0.0,        # Attention and MLP dropout (DiT: 0; for parity with the U-Net).
         frequency_embedding_size: int = 256,        # Width of the noise-label sinusoid fed to the timestep MLP.
+        num_positions:          int | None = None,  # Tile-position conditioning with this many positions (N²; Arakawa et al.).
     ):
         super().__init__()
         self._check_args(in_channels, resolution, patch_size, hidden_size, depth, num_heads, mlp_ratio,
@@ -175,6 +176,8 @@ class DiT(nn.Module):
 
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, dropout) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.num_positions = num_positions
+        self.position_embed = PositionEmbedding(num_positions, hidden_size) if num_positions is not None else None
         self.initialize_weights()
 
     @staticmethod
@@ -236,9 +239,11 @@ class DiT(nn.Module):
         return check_net_inputs(self, x_in, noise_labels, class_labels, self.size_multiple, "patch_size")
 
     def forward(self, x_in: torch.Tensor, noise_labels: torch.Tensor,
-                class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """F(x_in, noise_labels, class_labels) -> [B, out_channels, H, W] (ARCHITECTURE.md, Networks)."""
+                class_labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """F(x_in, noise_labels, class_labels, positions) -> [B, out_channels, H, W] (ARCHITECTURE.md, Networks)."""
         noise_labels = self._check_inputs(x_in, noise_labels, class_labels)
+        positions = check_positions(self, positions, x_in.shape[0])
         h, w = x_in.shape[-2] // self.patch_size, x_in.shape[-1] // self.patch_size
         x = self.x_embedder(x_in).flatten(2).transpose(1, 2)     # (B, T = h·w, D), row-major tokens
         pos = self.pos_embed if (h, w) == (self.grid, self.grid) else self._pos_embed(h, w, x.device)
@@ -249,6 +254,8 @@ class DiT(nn.Module):
             if class_labels is None:                             # unconditional = null label
                 class_labels = torch.full_like(noise_labels, self.num_classes, dtype=torch.long)
             c = c + self.y_embedder(class_labels).to(c.dtype)
+        if positions is not None:
+            c = c + self.position_embed(positions).to(c.dtype)
 
         for block in self.blocks:
             x = block(x, c)                                      # (B, T, D)

@@ -10,7 +10,7 @@ from torch import nn
 
 __all__ = [
     "timestep_embedding", "num_groups", "GroupNorm", "ResBlock", "AttentionBlock",
-    "Downsample", "Upsample",
+    "Downsample", "Upsample", "PositionEmbedding",
 ]
 
 
@@ -136,6 +136,48 @@ class AttentionBlock(nn.Module):
         h = F.scaled_dot_product_attention(q, k, v)              # (B, heads, L, d)
         h = h.transpose(-1, -2).reshape(B, C, H, W)              # (B, C, H, W)
         return x + self.out_proj(h)
+
+
+class PositionEmbedding(nn.Module):
+    """Arakawa et al. 2023: a tile's position k ∈ [0, N²) as one-hot(N²) → Linear → GELU → Linear,
+    ADDED to the time embedding. The release concatenates GELU(Linear(one-hot)) with the time
+    features and applies one Linear(2·dim, 4·dim); a Linear of a concatenation is the sum of two
+    Linears, so the sum here spans the same functions."""
+
+    def __init__(self,
+        num_positions:  int,                # N², the tiles of the grid
+        channels:       int,                # width of the embedding it is added to
+    ):
+        super().__init__()
+        if not isinstance(num_positions, int) or isinstance(num_positions, bool) or num_positions < 1:
+            raise ValueError(f"num_positions={num_positions!r} is invalid; allowed: an int >= 1 (N²)")
+        self.num_positions = num_positions
+        self.proj = nn.Sequential(nn.Linear(num_positions, channels), nn.GELU(),
+                                  nn.Linear(channels, channels))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions int64 [B] -> [B, channels]."""
+        one_hot = F.one_hot(positions.long(), self.num_positions)               # (B, N²)
+        return self.proj(one_hot.to(self.proj[0].weight.dtype))
+
+
+def check_positions(net, positions, batch: int):
+    """The tile positions of F(..., positions=...) against `net.num_positions`: int [B] in
+    [0, num_positions) when the net has position conditioning, None when it has not."""
+    n = getattr(net, "num_positions", None)
+    if positions is None:
+        if n is not None:
+            raise ValueError(f"positions=None but the net has num_positions={n}; allowed: the tile "
+                             f"index of each input, int64 [{batch}] in [0, {n})")
+        return None
+    if n is None:
+        raise ValueError("positions were given but the net has num_positions=None; allowed: "
+                         "positions=None, or build the net with num_positions (N²)")
+    ok = (isinstance(positions, torch.Tensor) and positions.shape == (batch,)
+          and not positions.dtype.is_floating_point and positions.dtype != torch.bool)
+    if not ok or bool((positions < 0).any()) or bool((positions >= n).any()):
+        raise ValueError(f"positions={positions!r} is invalid; allowed: int64 [{batch}] in [0, {n})")
+    return positions
 
 
 def check_net_inputs(net, x_in: torch.Tensor, noise_labels, class_labels, multiple: int,

@@ -8,6 +8,8 @@ Network F(x_in, noise_labels, class_labels=None) -> out, per ARCHITECTURE.md:
   see `layers.timestep_embedding` for why one embedding serves both).
 - class_labels: int64 [B] in [0, num_classes]; the value `num_classes` is the null label (CFG).
   None with a class-conditional net means "unconditional" (every label = null).
+- positions: int64 [B] in [0, num_positions), the tile index of patch-by-patch generation
+  (Arakawa et al. 2023), embedded and added to the time embedding; only with `num_positions`.
 - out: [B, out_channels, H, W] with out_channels = in_channels (or the given `out_channels`),
   doubled when learn_sigma (the second half is ADM's variance interpolation v).
 
@@ -30,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..patching import _divisors, depth_to_space, sincos_2d, space_to_depth
-from .layers import (AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, build_preset,
-                     check_net_inputs, timestep_embedding)
+from .layers import (AttentionBlock, Downsample, GroupNorm, PositionEmbedding, ResBlock, Upsample,
+                     build_preset, check_net_inputs, check_positions, timestep_embedding)
 
 __all__ = ["UNet", "unet_preset", "UNET_PRESETS", "count_params"]
 
@@ -87,6 +89,7 @@ class UNet(nn.Module):
         use_scale_shift_norm:   bool = True,        # FiLM conditioning in the ResBlocks.
         resblock_updown:        bool = True,        # Resample with ResBlocks (else strided conv / upsample conv).
         mid_attention:          bool = True,        # Self-attention in the middle block (ADM: always).
+        num_positions:          int | None = None,  # Tile-position conditioning with this many positions (N²; Arakawa et al.).
     ):
         super().__init__()
         self._check_args(in_channels, out_channels, resolution, model_channels, channel_mult,
@@ -165,6 +168,9 @@ class UNet(nn.Module):
         # Output: GN-SiLU-conv to out_channels·P², then depth-to-space (in forward).
         self.norm_out = GroupNorm(ch)
         self.conv_out = nn.Conv2d(ch, self.out_channels * patch_size ** 2, 3, padding=1)
+        # Tile position (built last, so the other weights draw the same random numbers with or without it).
+        self.num_positions = num_positions
+        self.position_embed = PositionEmbedding(num_positions, emb_ch) if num_positions is not None else None
         self._zero_init()
 
     @staticmethod
@@ -217,10 +223,14 @@ class UNet(nn.Module):
         return check_net_inputs(self, x_in, noise_labels, class_labels, self.size_multiple, "patch_size·2^(levels-1)")
 
     def forward(self, x_in: torch.Tensor, noise_labels: torch.Tensor,
-                class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """F(x_in, noise_labels, class_labels) -> [B, out_channels, H, W] (ARCHITECTURE.md, Networks)."""
+                class_labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """F(x_in, noise_labels, class_labels, positions) -> [B, out_channels, H, W] (ARCHITECTURE.md, Networks)."""
         noise_labels = self._check_inputs(x_in, noise_labels, class_labels)
+        positions = check_positions(self, positions, x_in.shape[0])
         emb = self.time_embed(timestep_embedding(noise_labels, self.model_channels))   # (B, 4·mc)
+        if positions is not None:
+            emb = emb + self.position_embed(positions).to(emb.dtype)
         if self.label_embed is not None:
             if class_labels is None:                                                   # unconditional = null
                 class_labels = torch.full_like(noise_labels, self.num_classes, dtype=torch.long)
