@@ -343,6 +343,9 @@ def migrate(d: dict) -> dict:
             continue                                    # an old EDM config's meaningless VP fields
         if key == "learn_sigma" and value is False and not is_vp:
             continue
+        if value is None and key not in opts_cls.__dataclass_fields__ and key not in _NET_FLAT \
+                and not any(key in _names(sec) for sec in SECTIONS.values()):
+            continue                                    # None = "not set": an option this method lacks
         section = _flat_section(key, opts_cls)
         if section == "net":
             if key == "preset":

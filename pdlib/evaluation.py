@@ -244,7 +244,7 @@ def prepare_evaluation(checkpoint, *, n_samples: int = 1000, n_ref: int | None =
                        steps: int | None = None, guidance: float = 1.0,
                        dynamic_threshold: bool | None = None, variance: str | None = None,
                        snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000, device="cpu",
-                       out_json=None, out_grid=None, progress: bool = True):
+                       out_json=None, out_grid=None, progress: bool = True, seam_grids=()):
     """Check every argument of evaluate_checkpoint (a ValueError or FileNotFoundError naming the
     argument or file), load the method and check what depends on it; returns the method. Runs no
     sampler and writes nothing (the evaluate notebook's first cell)."""
@@ -265,7 +265,12 @@ def prepare_evaluation(checkpoint, *, n_samples: int = 1000, n_ref: int | None =
     resolve_device(str(device), 0, name_of="device")
     _check_out_file(out_json, "out_json")
     _check_out_file(out_grid, "out_grid")
+    check(isinstance(seam_grids, (list, tuple)) and all(is_int(g) and g >= 2 for g in seam_grids),
+          "seam_grids", seam_grids, "a list of grids N >= 2 (seam scores on N×N tile borders; [] = none)")
     method = load_for_evaluation(checkpoint, snr_boundaries, device=device)
+    for g in seam_grids:
+        check(method.resolution % g == 0, "seam_grids", list(seam_grids),
+              f"grids dividing the resolution {method.resolution}")
     check_sampling_args(method, guidance=guidance, steps=steps, seed=seed,
                         dynamic_threshold=dynamic_threshold, sampler=sampler, variance=variance)
     if x0_mse_t:
@@ -283,12 +288,15 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
                         steps: int | None = None, guidance: float = 1.0,
                         dynamic_threshold: bool | None = None, variance: str | None = None,
                         snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000, device="cpu",
-                        out_json=None, method=None, progress: bool = True) -> tuple[dict, torch.Tensor]:
+                        out_json=None, method=None, progress: bool = True,
+                        seam_grids=()) -> tuple[dict, torch.Tensor]:
     """Sample a checkpoint's EMA weights (or a split model's: a list of checkpoints and their
     snr_boundaries) and measure them: (results dict, the samples). dynamic_threshold: override
     the method's choice of thresholding x̂0 under guidance. variance: the DDPM sampler's reverse
     variance. x0_mse_t: also the held-out x0-MSE at these steps t of a VP method, on x0_mse_n
     test images (and, for a model that learns its variances, their interpolation weights there).
+    seam_grids: also the seam score (pdlib.metrics.seam_score, 'seam@N') on the borders of
+    each N×N tile grid, against n_ref reference images of ref_split.
     out_json: also write the results there (strict JSON). method: the checkpoint's method,
     loaded already by prepare_evaluation (None: checked and loaded here).
 
@@ -300,7 +308,8 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
     kw = dict(n_samples=n_samples, n_ref=n_ref, ref_split=ref_split, metrics=metrics,
               batch_size=batch_size, seed=seed, ref_seed=ref_seed, sampler=sampler, steps=steps,
               guidance=guidance, dynamic_threshold=dynamic_threshold, variance=variance,
-              snr_boundaries=snr_boundaries, x0_mse_t=x0_mse_t, x0_mse_n=x0_mse_n, device=device)
+              snr_boundaries=snr_boundaries, x0_mse_t=x0_mse_t, x0_mse_n=x0_mse_n, device=device,
+              seam_grids=seam_grids)
     if method is None:
         method = prepare_evaluation(checkpoint, out_json=out_json, **kw)
     else:
@@ -334,6 +343,10 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
         result.update(M.evaluate(images, cfg.data.dataset, method.resolution, n_ref, metrics=tuple(metrics),
                                  split=ref_split, seed=ref_seed, batch_size=50))
         result["metric_seconds"] = round(time.perf_counter() - t0, 2)
+    if seam_grids:
+        real = M._load_real_images(cfg.data.dataset, method.resolution, n_ref, ref_seed, ref_split)
+        for g in seam_grids:
+            result[f"seam@{int(g)}"] = M.seam_score(images, real, int(g))
     if x0_mse_t:
         result.update(x0_mse(method, x0_mse_t, n=x0_mse_n, seed=ref_seed, device=device))
         if learns_variance(method.denoiser):

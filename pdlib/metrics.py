@@ -495,6 +495,41 @@ def reference_stats(
 METRICS = ('fid', 'sfid', 'kid', 'pr', 'is')
 
 
+# ----------------------------------------------------------------------------------------------
+# Seams: gradient energy across tile borders against everywhere else (patch-by-patch generation).
+
+def border_energy_ratio(images, grid: int) -> float:
+    """Mean squared difference of neighbouring pixels ACROSS the borders of an N×N tile grid
+    (columns j·w−1 | j·w and rows i·h−1 | i·h, j, i = 1 … N−1) divided by the same mean over
+    every other pair of neighbours. A tiled model that leaves seams raises it; its value on real
+    images depends on where the borders fall (`seam_score` divides by it)."""
+    x = torch.as_tensor(images).to(torch.float64)
+    if x.ndim != 4:
+        raise ValueError(f'images has shape {tuple(x.shape)}; allowed: [N, C, H, W]')
+    H, W = x.shape[-2:]
+    if not isinstance(grid, int) or isinstance(grid, bool) or grid < 2 or H % grid or W % grid:
+        raise ValueError(f'grid={grid!r} is invalid; allowed: an int N >= 2 dividing the {H}x{W} image '
+                         f'(N = 1 has no borders)')
+    h, w = H // grid, W // grid
+    dx = (x[..., :, 1:] - x[..., :, :-1]) ** 2                   # (N, C, H, W−1): pair c | c+1
+    dy = (x[..., 1:, :] - x[..., :-1, :]) ** 2                   # (N, C, H−1, W)
+    bx = torch.zeros(W - 1, dtype=torch.bool)
+    bx[[j * w - 1 for j in range(1, grid)]] = True
+    by = torch.zeros(H - 1, dtype=torch.bool)
+    by[[i * h - 1 for i in range(1, grid)]] = True
+    border = dx[..., bx].sum() + dy[..., by, :].sum()
+    n_border = dx[..., bx].numel() + dy[..., by, :].numel()
+    rest = dx[..., ~bx].sum() + dy[..., ~by, :].sum()
+    n_rest = dx[..., ~bx].numel() + dy[..., ~by, :].numel()
+    return float((border / n_border) / (rest / n_rest))
+
+
+def seam_score(samples, reference, grid: int) -> float:
+    """border_energy_ratio(samples) / border_energy_ratio(reference): 1 when the tile borders of
+    the samples are as smooth, relative to the rest, as the same lines in real images; > 1 seams."""
+    return border_energy_ratio(samples, grid) / border_energy_ratio(reference, grid)
+
+
 def evaluate(
     samples,                                   # [N, C, H, W] in [-1, 1] (tensor/array) or an iterable of batches
     dataset_name: str,                         # reference data set, as pdlib.data.load_dataset names it

@@ -1,11 +1,63 @@
-"""The job runner the full-run scripts share (scripts/run_ch03_full.py, run_ch04_full.py): chains of
-jobs (train, then its evaluations) run `workers` at a time; a job whose output exists is skipped;
-a failed chain is reported and the others go on; --list and --only."""
+"""The job runner the full-run scripts share (scripts/run_ch0N_full.py): chains of jobs (train,
+then its evaluations) run `workers` at a time; a job whose output exists is skipped; a failed
+chain is reported and the others go on; --list and --only. `notebook_runner` runs one job
+through the papermill experiment notebooks."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The parameters of notebooks/experiments/train.ipynb; any other TrainConfig field or method
+# option of a train job goes through its `extra` dict.
+TRAIN_PARAMS = {"method", "preset", "dataset", "resolution", "n_data", "class_cond", "patch_size",
+                "prediction", "weighting", "schedule", "batch_size", "lr", "steps", "amp", "seed",
+                "sample_every", "ckpt_every", "out_dir", "device", "max_minutes", "init_from",
+                "overwrite"}
+
+
+def notebook_runner(runs: Path, out: Path) -> Callable[[dict], None]:
+    """run(job): a 'train' job (params of TrainConfig.flat) or an 'evaluate' job (params of the
+    evaluate notebook; its `run`, one name or a list, must be trained) through papermill, one
+    thread, its executed notebook and log in runs/NAME.KIND.*; a finished training copies its
+    config and metrics log into `out` and writes done.json into its run folder."""
+    def run(job: dict) -> None:
+        name, kind = job["name"], job["kind"]
+        notebook = ROOT / "notebooks" / "experiments" / f"{kind}.ipynb"
+        log_base = runs / f"{name}.{kind}"
+        log_base.parent.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        params = dict(job["params"])
+        if kind == "train":
+            params["extra"] = {k: params.pop(k) for k in list(params) if k not in TRAIN_PARAMS}
+        else:
+            for r in ([job["run"]] if isinstance(job["run"], str) else job["run"]):
+                if not (runs / r / "done.json").is_file():
+                    raise RuntimeError(f"{name}: its training run {r} has not finished")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        cmd = [str(ROOT / ".venv" / "bin" / "papermill"), "-k", "python3", "--cwd", str(ROOT),
+               str(notebook), f"{log_base}.ipynb", "-y", json.dumps(params)]
+        t0 = time.time()
+        print(f"[{time.strftime('%H:%M:%S')}] start {kind} {name}", flush=True)
+        with open(f"{log_base}.log", "w") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        if rc != 0:
+            raise RuntimeError(f"{kind} {name} failed (exit {rc}); see {log_base}.log")
+        if kind == "train":
+            folder = Path(params["out_dir"])
+            for f in ("config.json", "metrics.jsonl"):
+                shutil.copyfile(folder / f, out / f"{name.replace('/', '-')}.{f}")
+            (folder / "done.json").write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
+        print(f"[{time.strftime('%H:%M:%S')}] done  {kind} {name} in {time.time() - t0:.0f} s", flush=True)
+    return run
 
 
 def run_chain(chain: list[dict], done: Callable, run: Callable) -> str | None:

@@ -27,12 +27,8 @@ resumed to STEPS; their evaluations at 250 and 750 steps are extra points of the
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,34 +106,7 @@ def done(job: dict) -> bool:
     return Path(job["params"]["out_json"]).is_file()
 
 
-def run(job: dict) -> None:
-    name, kind = job["name"], job["kind"]
-    notebook = ROOT / "notebooks" / "experiments" / f"{kind}.ipynb"
-    log_base = RUNS / f"{name}.{kind}"
-    log_base.parent.mkdir(parents=True, exist_ok=True)
-    OUT.mkdir(parents=True, exist_ok=True)
-    params = dict(job["params"])
-    if kind == "train":    # TrainConfig fields the notebook has no parameter for go through `extra`
-        nb_params = {"method", "preset", "dataset", "resolution", "n_data", "patch_size",
-                     "batch_size", "steps", "amp", "seed", "sample_every", "ckpt_every", "out_dir"}
-        params["extra"] = {k: params.pop(k) for k in list(params) if k not in nb_params}
-    elif not (RUNS / job["run"] / "done.json").is_file():
-        raise RuntimeError(f"{name}: its training run {job['run']} has not finished")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [str(ROOT / ".venv" / "bin" / "papermill"), "-k", "python3", "--cwd", str(ROOT),
-           str(notebook), f"{log_base}.ipynb", "-y", json.dumps(params)]
-    t0 = time.time()
-    print(f"[{time.strftime('%H:%M:%S')}] start {kind} {name}", flush=True)
-    with open(f"{log_base}.log", "w") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-    if rc != 0:
-        raise RuntimeError(f"{kind} {name} failed (exit {rc}); see {log_base}.log")
-    if kind == "train":
-        out = Path(params["out_dir"])
-        for f in ("config.json", "metrics.jsonl"):
-            shutil.copyfile(out / f, OUT / f"{name}.{f}")
-        (out / "done.json").write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
-    print(f"[{time.strftime('%H:%M:%S')}] done  {kind} {name} in {time.time() - t0:.0f} s", flush=True)
+run = full_runs.notebook_runner(RUNS, OUT)     # one job through the papermill notebooks
 
 
 def main() -> int:

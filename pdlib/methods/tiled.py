@@ -124,7 +124,8 @@ class TiledMethod(Method):
         else:
             self.schedule = None
             tile = EDMPrecond(net)
-        return TiledDenoiser(tile, o.grid, gcc=o.gcc, position=o.position, chunk=o.chunk)
+        self.tiled = TiledDenoiser(tile, o.grid, gcc=o.gcc, position=o.position, chunk=o.chunk)
+        return self.tiled
 
     def build_loss(self):
         from pdlib.losses import TileLoss
@@ -135,7 +136,7 @@ class TiledMethod(Method):
     @property
     def tile_denoiser(self):
         """The denoiser of one tile (VPPrecond or EDMPrecond around the net)."""
-        return self.denoiser.denoiser
+        return self.tiled.denoiser
 
     # -- training ----------------------------------------------------------------------------------
     def draw_tiles(self, m: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -158,7 +159,11 @@ class TiledMethod(Method):
     def loss(self, batch, generator=None, denoiser=None):
         """Per-tile losses divided by the tiles of their image: summed over batch.n_images, the
         mean over images of each image's mean tile loss."""
+        from pdlib.denoisers import TiledDenoiser
         D = self.denoiser if denoiser is None else denoiser
+        if not isinstance(D, TiledDenoiser):
+            raise ValueError(f"denoiser={type(D).__name__}: allowed the method's TiledDenoiser "
+                             "(its tile denoiser is what the loss trains)")
         cond = dict(batch.cond)
         tiles = cond.pop("tiles", None)
         k = self.opts.grid ** 2 if tiles is None else tiles.shape[1]
@@ -180,7 +185,7 @@ class TiledMethod(Method):
         sampler = sampler or self.samplers[0]
         check(sampler in self.samplers, "sampler", sampler, f"one of {list(self.samplers)}")
         D, cond, device = self._sample_setup(n, generator, class_labels, guidance, device)
-        tiled = self.denoiser
+        tiled = self.tiled                  # (self.denoiser may wrap it: an NFE counter, guidance)
         if chunk is not None:
             check(is_int(chunk) and chunk >= 1, "chunk", chunk, "None or an int >= 1")
             tiled.chunk, saved = int(chunk), tiled.chunk

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Chapter 5's full runs: patch-by-patch generation (Arakawa et al. 2023) against the untiled
+network, 2×2 and 4×4 grids, with and without Global Content Conditioning and position, one tile
+per image, the release's loss, and a second seed; trained and evaluated through the papermill
+experiment notebooks. Results: results/ch05_full/.
+
+    .venv/bin/python scripts/run_ch05_full.py              # everything (about 100 min on 2 CPU cores)
+    .venv/bin/python scripts/run_ch05_full.py --list       # the jobs and whether they are done
+    .venv/bin/python scripts/run_ch05_full.py --only n2-s0 # just these jobs
+
+Every run: the `tiled` method on Fashion-MNIST 32×32 with the U-Net preset `small` at P = 2, batch
+64 images, STEPS optimizer steps, bf16 autocast, one thread, a checkpoint every STEPS/4 steps.
+EDM's preconditioning and loss (`precond='edm'`) unless the name starts with `vp-`: the release's
+ε-prediction on the cosine schedule with an L1 loss. Each step trains on all N² tiles of each of
+its 64 images (`tiles_per_image = N²`), so every grid sees the same pixels per step at about the
+same cost; `n2-k1-*` trains on one random tile per image (the release's sampling of tiles: a
+quarter of the pixels per step, the memory-saving training). N = 1 without position and GCC is
+the plain untiled model of the same network.
+Every evaluation: N_SAMPLES EMA samples (seed 0), tile by tile (chunk 1), by EDM's Heun sampler
+with SAMPLER_STEPS steps (the `vp-` runs: DDIM with VP_SAMPLER_STEPS), against 1,000 training
+images: FID, KID, precision/recall, and the seam scores on the 2×2 and 4×4 tile borders
+(pdlib.metrics.seam_score: 1 = as smooth as the same lines in real images).
+
+Jobs are chains (train, then its evaluation) run WORKERS at a time, one thread each; a job whose
+output exists is skipped, so an interrupted run continues where it stopped (training resumes from
+its last checkpoint). Settings (environment): STEPS=2000, N_SAMPLES=500, SAMPLER_STEPS=10,
+VP_SAMPLER_STEPS=50, WORKERS=2.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import full_runs  # noqa: E402  (scripts/full_runs.py: the shared job runner)
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS, OUT = Path("runs/ch05_full"), Path("results/ch05_full")     # relative to ROOT (the cwd)
+STEPS = int(os.environ.get("STEPS", 2000))
+N_SAMPLES = int(os.environ.get("N_SAMPLES", 500))
+SAMPLER_STEPS = int(os.environ.get("SAMPLER_STEPS", 10))
+VP_SAMPLER_STEPS = int(os.environ.get("VP_SAMPLER_STEPS", 50))
+WORKERS = int(os.environ.get("WORKERS", 2))
+COMMON = dict(method="tiled", preset="small", patch_size=2, dataset="fashion_mnist",
+              resolution=32, batch_size=64, amp="bf16", sample_every=0, steps=STEPS,
+              ckpt_every=STEPS // 4, precond="edm")
+
+# name -> options; the order is the order they start in (what the claims need most first).
+RUNS_OPTIONS = {
+    "n1-s0": dict(grid=1, gcc=False, position=False),                  # the untiled network
+    "n2-s0": dict(grid=2),                                             # 2×2, GCC and position
+    "n2-nogcc-s0": dict(grid=2, gcc=False),
+    "n4-s0": dict(grid=4),
+    "n2-nopos-s0": dict(grid=2, position=False),
+    "n2-k1-s0": dict(grid=2, tiles_per_image=1),                       # one tile per image
+    "n4-nogcc-s0": dict(grid=4, gcc=False),
+    "n2-none-s0": dict(grid=2, gcc=False, position=False),
+    "vp-n1-s0": dict(grid=1, gcc=False, position=False, precond="vp"),   # the release's loss
+    "vp-n2-s0": dict(grid=2, precond="vp"),
+    "n1-s1": dict(grid=1, gcc=False, position=False, seed=1),          # the seed-to-seed spread
+    "n2-s1": dict(grid=2, seed=1),
+}
+
+
+def train_job(name: str, **params) -> dict:
+    p = {**COMMON, **params}
+    p.setdefault("tiles_per_image", p["grid"] ** 2)
+    p.setdefault("seed", 0)
+    return {"kind": "train", "name": name, "params": {**p, "out_dir": str(RUNS / name)}}
+
+
+def eval_job(name: str, run: str, vp: bool) -> dict:
+    sampler = dict(sampler="ddim", steps=VP_SAMPLER_STEPS) if vp else \
+        dict(sampler="heun", steps=SAMPLER_STEPS)
+    return {"kind": "evaluate", "name": name, "run": run,
+            "params": {"checkpoint": str(RUNS / run / "latest.pt"), **sampler,
+                       "n_samples": N_SAMPLES, "n_ref": 1000, "batch_size": 100,
+                       "seam_grids": [2, 4],
+                       "out_json": str(OUT / f"{name}.json"), "out_grid": str(OUT / f"{name}.png")}}
+
+
+def chains() -> list[list[dict]]:
+    return [[train_job(name, **kw), eval_job(name, name, kw.get("precond") == "vp")]
+            for name, kw in RUNS_OPTIONS.items()]
+
+
+def done(job: dict) -> bool:
+    if job["kind"] == "train":
+        return (Path(job["params"]["out_dir"]) / "done.json").is_file()
+    return Path(job["params"]["out_json"]).is_file()
+
+
+run = full_runs.notebook_runner(RUNS, OUT)     # one job through the papermill notebooks
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    return full_runs.main(__doc__.split("\n\n")[0], chains(), done, run, WORKERS, OUT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
