@@ -20,6 +20,9 @@ tile of an N×N grid at a time, told where the tile is and what the whole image 
   for 'edm'. `size=(H, W)` samples another canvas that N divides (non-square included).
 
 With N = 1, position=False and gcc=False the method is the plain untiled model of the same net.
+The tile net is built for the whole image (its `resolution` is R, which fixes the levels that
+get attention), so every grid trains the same architecture, with the same parameters, on
+smaller inputs (the nets are fully convolutional; a DiT's position embedding follows the tile).
 """
 from __future__ import annotations
 
@@ -181,7 +184,11 @@ class TiledMethod(Method):
         H, W = (R, R) if size is None else (size if isinstance(size, (tuple, list)) and len(size) == 2
                                             else (None, None))
         check(is_int(H) and is_int(W) and H >= 1 and W >= 1, "size", size, "None or (H, W): two ints")
-        _tile_check(o.grid, int(H), int(W), int(getattr(self.net, "size_multiple", 1)), "size")
+        M = int(getattr(self.net, "size_multiple", 1))
+        check(H % o.grid == 0 and W % o.grid == 0 and (H // o.grid) % M == 0
+              and (W // o.grid) % M == 0, "size", (H, W),
+              f"None or (H, W) that method.grid={o.grid} divides into tiles whose sides are "
+              f"multiples of the net's size_multiple {M}: H and W multiples of {o.grid * M}")
         sampler = sampler or self.samplers[0]
         check(sampler in self.samplers, "sampler", sampler, f"one of {list(self.samplers)}")
         D, cond, device = self._sample_setup(n, generator, class_labels, guidance, device)
