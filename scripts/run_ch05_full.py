@@ -52,14 +52,14 @@ RUNS_OPTIONS = {
     "n2-s0": dict(grid=2),                                             # 2×2, GCC and position
     "n2-nogcc-s0": dict(grid=2, gcc=False),
     "n4-s0": dict(grid=4),
-    "n2-nopos-s0": dict(grid=2, position=False),
-    "n2-k1-s0": dict(grid=2, tiles_per_image=1),                       # one tile per image
-    "n4-nogcc-s0": dict(grid=4, gcc=False),
-    "n2-none-s0": dict(grid=2, gcc=False, position=False),
-    "vp-n1-s0": dict(grid=1, gcc=False, position=False, precond="vp"),   # the release's loss
-    "vp-n2-s0": dict(grid=2, precond="vp"),
     "n1-s1": dict(grid=1, gcc=False, position=False, seed=1),          # the seed-to-seed spread
     "n2-s1": dict(grid=2, seed=1),
+    "n2-nopos-s0": dict(grid=2, position=False),
+    "n2-k1-s0": dict(grid=2, tiles_per_image=1),                       # one tile per image
+    "vp-n1-s0": dict(grid=1, gcc=False, position=False, precond="vp"),   # the release's loss
+    "vp-n2-s0": dict(grid=2, precond="vp"),
+    "n4-nogcc-s0": dict(grid=4, gcc=False),
+    "n2-none-s0": dict(grid=2, gcc=False, position=False),
 }
 
 
