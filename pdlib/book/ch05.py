@@ -1,0 +1,151 @@
+"""Chapter 5 (patch-by-patch generation): the committed full runs and the memory benchmark as
+tables, and the verdicts drawn from them.
+
+``scripts/run_ch05_full.py`` writes ``results/ch05_full/``: per training run ``NAME.config.json``
+and ``NAME.metrics.jsonl``, per evaluation ``NAME.json`` (FID, KID, precision/recall and the seam
+scores ``seam@2``, ``seam@4``) and ``NAME.png``; ``benchmarks/tiled_memory.py`` writes
+``results/benchmarks/tiled_memory.json``. The tables follow ``pdlib.book.results``: a
+:class:`~pdlib.book.results.Table` with ``values`` for the prose, verdict functions whose rules
+(thresholds included) the claims table shows, the quality ones behind the quality gate.
+"""
+from __future__ import annotations
+
+from pdlib.book import fmt, metric, read_json
+from pdlib.book.ch04 import close_verdict, run_info, worse_verdict
+from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable, _testable, value
+
+__all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "runs_table", "memory_table",
+           "memory_verdict", "no_saving_verdict", "seam_verdict", "close_verdict", "worse_verdict",
+           "run_label"]
+
+FOLDER, SCRIPT = "ch05_full", "scripts/run_ch05_full.py"
+CLOSE_FID_TOL = 0.10     # "comparable quality": FID at most 10% above the untiled network's
+SEAM_TOL = 1.10          # "no visible seams": seam score at most 1.1 (1 = as smooth as real images)
+NO_SAVING_MIN = 0.9      # the release's batched layout "saves no memory": its ratio ≥ 0.9
+
+
+def run_label(cfg: dict) -> str:
+    """'untiled', or 'N×N' with what the tiles are told ('GCC + position', 'GCC', …), and the
+    training's tiles per image when it is not all of them."""
+    N = int(cfg.get("grid", 1))
+    if N == 1 and not cfg.get("gcc") and not cfg.get("position"):
+        label = "untiled"
+    else:
+        told = [w for w, k in (("GCC", "gcc"), ("position", "position")) if cfg.get(k)]
+        label = f"{N}×{N}, " + (" + ".join(told) if told else "neither")
+    if N > 1 and cfg.get("tiles_per_image", N * N) != N * N:
+        label += f", {cfg['tiles_per_image']} tile per image"
+    if cfg.get("precond") == "vp":
+        label += ", the release's loss"
+    return label
+
+
+def _seam(ev: dict, N: int) -> float | None:
+    v = ev.get(f"seam@{N}")
+    return None if v is None else float(v)
+
+
+def runs_table(folder=FOLDER) -> Table:
+    """One row per evaluated run: what it is, seed, minutes of training, sampler, FID, KID,
+    precision/recall, and the seam scores on the 2×2 and 4×4 borders. ``values``: ``runs`` {name:
+    dict(label, grid, seed, minutes, fid, kid, precision, recall, seam2, seam4, png, config)},
+    ``fid_key``, ``n_samples``, ``n_ref``, ``steps``, ``batch``, ``sampler`` {name: 'heun-10'}."""
+    d = _dir(folder)
+    files = [f for f in sorted(d.glob("*.json")) if not f.name.endswith(".config.json")]
+    if not files:
+        _need(d / "n1-s0.json", SCRIPT)
+    runs, rows, sampler = {}, [], {}
+    for f in files:
+        ev = read_json(f)
+        info = run_info(f.stem, folder)
+        cfg = info["config"]
+        r = dict(label=run_label(cfg), grid=int(cfg.get("grid", 1)), seed=cfg.get("seed"),
+                 minutes=info["minutes"], steps=info["steps"], fid=value(ev, "FID"),
+                 kid=value(ev, "KID"), precision=value(ev, "precision"),
+                 recall=value(ev, "recall"), seam2=_seam(ev, 2), seam4=_seam(ev, 4),
+                 png=d / f"{f.stem}.png", config=cfg)
+        runs[f.stem] = r
+        sampler[f.stem] = f"{ev['sampler']}-{ev['steps']}"
+        rows.append([r["label"], r["seed"], f"{r['minutes']:.1f}", sampler[f.stem],
+                     f"{r['fid']:.1f}", f"{r['kid']:.4f}",
+                     f"{r['precision']:.3f} / {r['recall']:.3f}",
+                     "—" if r["seam2"] is None else f"{r['seam2']:.2f}",
+                     "—" if r["seam4"] is None else f"{r['seam4']:.2f}"])
+    first = read_json(files[0])
+    fid_key = metric(first, "FID")[0]
+    header = ["model", "seed", "minutes", "sampler", fid_key, "KID", "precision / recall",
+              "seam 2×2", "seam 4×4"]
+    any_run = next(iter(runs.values()))
+    return Table(header, rows, dict(runs=runs, fid_key=fid_key, n_samples=first["n_samples"],
+                                    n_ref=first["n_ref"], steps=any_run["steps"],
+                                    batch=any_run["config"].get("batch_size"), sampler=sampler))
+
+
+# --- the memory benchmark -----------------------------------------------------------------------
+def memory_table(bench: dict) -> Table:
+    """benchmarks/tiled_memory.py's measurements: per grid, the peak memory (MB) and seconds per
+    image of sampling tile by tile (chunk 1) and with the release's batched layout (chunk N²), and
+    of a training step on one tile per image, each with its ratio to the untiled network.
+    ``values``: ``seq``, ``batched``, ``train`` ({N: ratio}), ``mb`` ({(layout, N): MB}),
+    ``seconds`` ({(layout, N): s per image}), ``targets`` ({N: target}), ``kind`` (what memory
+    was measured), ``resolution``, ``batch``, ``channels``, ``preset``, ``device``, ``threads``."""
+    seq, bat, trn, mb, sec = {}, {}, {}, {}, {}
+    for r in bench["sampling"]:
+        N = int(r["grid"])
+        for layout, ratios in (("seq", seq), ("batched", bat)):
+            if r["layout"] == "untiled" or r["layout"] == {"seq": "sequential"}.get(layout, layout):
+                ratios[N] = float(r["mem_ratio_vs_untiled"])
+                mb[layout, N], sec[layout, N] = float(r["peak_mem_mb"]), float(r["s_per_image"])
+    for r in bench["training"]:
+        N = int(r["grid"])
+        trn[N], mb["train", N] = float(r["mem_ratio_vs_untiled"]), float(r["peak_mem_mb"])
+    rows = [[f"{N}×{N}", f"{mb['seq', N]:.0f}", f"{seq[N]:.2f}",
+             "—" if N == 1 else f"{mb['batched', N]:.0f}", "—" if N == 1 else f"{bat[N]:.2f}",
+             f"{mb['train', N]:.0f}", f"{trn[N]:.2f}", f"{sec['seq', N]:.3f}",
+             "—" if N == 1 else f"{sec['batched', N]:.3f}"] for N in sorted(seq)]
+    header = ["grid", "sampling, tile by tile (MB)", "÷ untiled", "sampling, all tiles batched (MB)",
+              "÷ untiled", "training step (MB)", "÷ untiled", "s / image, tile by tile",
+              "s / image, batched"]
+    targets = {}
+    for key, t in bench["targets"].items():
+        if "met" in t and key.endswith("sequential sample memory"):
+            targets[int(key.split()[0][2:])] = float(str(t["target"]).split()[-1])
+    st = bench.get("settings", {})
+    machine = bench.get("machine", {})
+    device = str(machine.get("device", "cpu"))
+    if device == "cpu":
+        device = f"CPU ({machine.get('cpu', 'unknown')}, {st.get('threads')} thread(s))"
+    return Table(header, rows, dict(seq=seq, batched=bat, train=trn, mb=mb, seconds=sec,
+                                    targets=targets, kind=bench.get("memory_kind"),
+                                    resolution=st.get("resolution"), batch=st.get("batch"),
+                                    channels=st.get("channels"), preset=st.get("preset"),
+                                    threads=st.get("threads"), device=device))
+
+
+def memory_verdict(ratio: float, target: float, N: int) -> Verdict:
+    """"N×N tiles cut the peak memory": held if the tile-by-tile sampling peak ÷ the untiled
+    network's ≤ target (the benchmark's target, from the issue: 0.55 at 2×2, 0.3 at 4×4)."""
+    rule = f"held if the {N}×{N} tile-by-tile peak ÷ the untiled peak ≤ {fmt(target)}"
+    return Verdict("held" if ratio <= target else "did not hold", f"{ratio:.2f}×", rule)
+
+
+def no_saving_verdict(ratios: dict[int, float], floor: float = NO_SAVING_MIN) -> Verdict:
+    """"The release's batched layout saves no memory": held if every grid's batched peak ÷ the
+    untiled peak ≥ floor."""
+    rule = f"held if every grid's batched peak ÷ the untiled peak ≥ {fmt(floor)}"
+    text = ", ".join(f"{N}×{N} {r:.2f}×" for N, r in sorted(ratios.items()) if N > 1)
+    held = all(r >= floor for N, r in ratios.items() if N > 1)
+    return Verdict("held" if held else "did not hold", text, rule)
+
+
+def seam_verdict(seam: float | None, fid: dict[str, float], recall: dict[str, float], name: str,
+                 tol: float = SEAM_TOL) -> Verdict:
+    """"No visible seams": held if `name`'s seam score on its own tile borders ≤ tol (1 = as
+    smooth as the same lines of real images); behind the quality gate (a blur of noise has no
+    seams either)."""
+    rule = f"{GATE}; held if {name}'s seam score on its tile borders ≤ {fmt(tol)}"
+    if seam is None:
+        return Verdict("inconclusive", "no seam score measured", rule)
+    if not _testable(fid, recall):
+        return _not_testable(fid, recall, str, rule)
+    return Verdict("held" if seam <= tol else "did not hold", f"seam score {seam:.2f}", rule)
