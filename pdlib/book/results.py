@@ -423,6 +423,13 @@ def _bench_labels(bench: dict) -> dict[str, str]:
     for P in (2, 4, 8, 16):
         for kind, what in (("train", "training step"), ("sample", "sampling (forward pass)")):
             labels[f"P={P} {kind}"] = f"P = {P}, {what}: speed-up over P = 1 ÷ FLOP ratio"
+    for N in (2, 4, 8, 16):
+        labels[f"N={N} sequential sample memory"] = (
+            f"Patch-by-patch, {N}×{N}: sampling peak memory, tile by tile ÷ untiled")
+        labels[f"N={N} batched sample memory"] = (
+            f"Patch-by-patch, {N}×{N}: sampling peak memory, all tiles batched (the release) ÷ untiled")
+        labels[f"N={N} train memory"] = (
+            f"Patch-by-patch, {N}×{N}: training-step peak memory, one tile per image ÷ untiled")
     return labels
 
 
