@@ -19,7 +19,9 @@ the plain untiled model of the same network.
 Every evaluation: N_SAMPLES EMA samples (seed 0), tile by tile (chunk 1), by EDM's Heun sampler
 with SAMPLER_STEPS steps (the `vp-` runs: DDIM with VP_SAMPLER_STEPS), against 1,000 training
 images: FID, KID, precision/recall, and the seam scores on the 2×2 and 4×4 tile borders
-(pdlib.metrics.seam_score: 1 = as smooth as the same lines in real images).
+(pdlib.metrics.seam_score: 1 = as smooth as the same lines in real images). The untiled and the
+2×2 seed-0 runs are also evaluated at their checkpoints every STEPS/4 steps (`NAME-k{step}`):
+FID against training steps.
 
 Jobs are chains (train, then its evaluation) run WORKERS at a time, one thread each; a job whose
 output exists is skipped, so an interrupted run continues where it stopped (training resumes from
@@ -70,19 +72,29 @@ def train_job(name: str, **params) -> dict:
     return {"kind": "train", "name": name, "params": {**p, "out_dir": str(RUNS / name)}}
 
 
-def eval_job(name: str, run: str, vp: bool) -> dict:
+def eval_job(name: str, run: str, vp: bool, step: int | None = None) -> dict:
+    """Evaluate run's checkpoint at `step` (None: its last)."""
     sampler = dict(sampler="ddim", steps=VP_SAMPLER_STEPS) if vp else \
         dict(sampler="heun", steps=SAMPLER_STEPS)
+    ckpt = RUNS / run / ("latest.pt" if step is None else f"ckpt-{step:07d}.pt")
     return {"kind": "evaluate", "name": name, "run": run,
-            "params": {"checkpoint": str(RUNS / run / "latest.pt"), **sampler,
+            "params": {"checkpoint": str(ckpt), **sampler,
                        "n_samples": N_SAMPLES, "n_ref": 1000, "batch_size": 100,
                        "seam_grids": [2, 4],
                        "out_json": str(OUT / f"{name}.json"), "out_grid": str(OUT / f"{name}.png")}}
 
 
+CURVES = ("n1-s0", "n2-s0")       # also evaluated at their earlier checkpoints (FID against steps)
+
+
 def chains() -> list[list[dict]]:
-    return [[train_job(name, **kw), eval_job(name, name, kw.get("precond") == "vp")]
-            for name, kw in RUNS_OPTIONS.items()]
+    out = [[train_job(name, **kw), eval_job(name, name, kw.get("precond") == "vp")]
+           for name, kw in RUNS_OPTIONS.items()]
+    every = COMMON["ckpt_every"]
+    for name in CURVES:          # after the rest: the checkpoints of runs trained already
+        out.append([train_job(name, **RUNS_OPTIONS[name])]
+                   + [eval_job(f"{name}-k{k}", name, False, k) for k in range(every, STEPS, every)])
+    return out
 
 
 def done(job: dict) -> bool:

@@ -66,6 +66,19 @@ def test_runs_table_holds_each_evaluations_numbers():
         assert r["label"] == C.run_label(cfg["method"])
 
 
+@have_full
+def test_steps_table_has_each_checkpoint_and_the_final_evaluation():
+    t = C.steps_table()
+    v = t.values
+    for name, fids in v["fid"].items():
+        final = read_json(FULL / f"{name}.json")
+        assert fids[max(fids)] == pytest.approx(metric(final, "FID")[1])
+        for f in FULL.glob(f"{name}-k*.json"):
+            step = int(f.stem.rsplit("-k", 1)[1])
+            assert fids[step] == pytest.approx(metric(read_json(f), "FID")[1])
+            assert v["seam"][name][step] == pytest.approx(read_json(f)["seam@2"])
+
+
 @have_bench
 def test_memory_table_ratios_are_the_benchmarks_and_the_targets_its_own():
     bench = read_json(BENCH)

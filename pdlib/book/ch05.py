@@ -14,7 +14,7 @@ from pdlib.book import fmt, metric, read_json
 from pdlib.book.ch04 import close_verdict, run_info, worse_verdict
 from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable, _testable, value
 
-__all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "runs_table", "memory_table",
+__all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "runs_table", "steps_table", "memory_table",
            "memory_verdict", "no_saving_verdict", "seam_verdict", "close_verdict", "worse_verdict",
            "run_label"]
 
@@ -51,7 +51,8 @@ def runs_table(folder=FOLDER) -> Table:
     dict(label, grid, seed, minutes, fid, kid, precision, recall, seam2, seam4, png, config)},
     ``fid_key``, ``n_samples``, ``n_ref``, ``steps``, ``batch``, ``sampler`` {name: 'heun-10'}."""
     d = _dir(folder)
-    files = [f for f in sorted(d.glob("*.json")) if not f.name.endswith(".config.json")]
+    files = [f for f in sorted(d.glob("*.json"))
+             if not f.name.endswith(".config.json") and "-k" not in f.stem]
     if not files:
         _need(d / "n1-s0.json", SCRIPT)
     runs, rows, sampler = {}, [], {}
@@ -79,6 +80,35 @@ def runs_table(folder=FOLDER) -> Table:
     return Table(header, rows, dict(runs=runs, fid_key=fid_key, n_samples=first["n_samples"],
                                     n_ref=first["n_ref"], steps=any_run["steps"],
                                     batch=any_run["config"].get("batch_size"), sampler=sampler))
+
+
+def steps_table(names=("n1-s0", "n2-s0"), folder=FOLDER) -> Table:
+    """FID and seam score against training steps: each run's checkpoints (``NAME-k{step}.json``)
+    and its final evaluation. ``values``: ``fid``, ``seam``, ``recall`` ({name: {step: value}}),
+    ``label`` ({name: run_label}), ``fid_key``."""
+    d = _dir(folder)
+    fid, seam, recall, label, fid_key = {}, {}, {}, {}, None
+    for name in names:
+        final = read_json(d / f"{name}.json")
+        if final is None:
+            continue
+        info = run_info(name, folder)
+        label[name] = run_label(info["config"])
+        N = max(int(info["config"].get("grid", 1)), 2)
+        points = {int(f.stem.rsplit("-k", 1)[1]): read_json(f) for f in d.glob(f"{name}-k*.json")}
+        points[info["steps"]] = final
+        fid[name] = {s: value(ev, "FID") for s, ev in sorted(points.items())}
+        recall[name] = {s: value(ev, "recall") for s, ev in sorted(points.items())}
+        seam[name] = {s: _seam(ev, N) for s, ev in sorted(points.items())}
+        fid_key = metric(final, "FID")[0]
+    if not fid:
+        _need(d / f"{names[0]}.json", SCRIPT)
+    steps = sorted({s for v in fid.values() for s in v})
+    header = ["step"] + [f"{fid_key}, {label[n]}" for n in fid] + [f"seam, {label[n]}" for n in fid]
+    rows = [[f"{s:,}"] + [("—" if s not in fid[n] else f"{fid[n][s]:.1f}") for n in fid]
+            + [("—" if seam[n].get(s) is None else f"{seam[n][s]:.2f}") for n in fid] for s in steps]
+    return Table(header, rows, dict(fid=fid, seam=seam, recall=recall, label=label,
+                                    fid_key=fid_key))
 
 
 # --- the memory benchmark -----------------------------------------------------------------------
