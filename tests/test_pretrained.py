@@ -86,7 +86,8 @@ COMMITTED = sorted(P.WEIGHTS_DIR.glob("*.safetensors"))
 
 def test_headline_models_are_committed():
     names = P.available()
-    assert {"ch01-edm-small", "ch03-patched-cc", "ch04-patch-diffusion", "ch04-edm"} <= set(names), names
+    assert {"ch01-edm-small", "ch03-patched-cc", "ch04-patch-diffusion", "ch04-edm",
+            "ch05-tiled-2x2", "ch05-untiled"} <= set(names), names
     for p in COMMITTED:
         assert p.stat().st_size < 8e6, p                     # a few MB each
 
