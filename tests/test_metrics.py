@@ -469,3 +469,35 @@ def test_evaluate_rejects_bad_requests(tmp_path, fake_data):
         evaluate(samples, 'toy', 8, 10, cache_dir=tmp_path, feature_net=FakeNet())
     with pytest.raises(NotImplementedError, match='classifier'):
         evaluate(samples, 'toy', 4, 10, metrics=('is',), cache_dir=tmp_path, feature_net=FakeNet())
+
+
+# --- seams --------------------------------------------------------------------------------------
+def test_border_energy_ratio_by_hand():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 8, 12, generator=g, dtype=torch.float64)
+    dx = (x[..., 1:] - x[..., :-1]) ** 2                 # column pairs c | c+1, c = 0 … 10
+    dy = (x[..., 1:, :] - x[..., :-1, :]) ** 2           # row pairs r | r+1, r = 0 … 6
+    bc, br = [5], [3]                                    # grid 2: borders after column 5, row 3
+    oc = [c for c in range(11) if c not in bc]
+    orr = [r for r in range(7) if r not in br]
+    border = torch.cat([dx[..., bc].flatten(), dy[..., br, :].flatten()]).mean()
+    rest = torch.cat([dx[..., oc].flatten(), dy[..., orr, :].flatten()]).mean()
+    assert metrics.border_energy_ratio(x, 2) == pytest.approx(float(border / rest), rel=1e-12)
+
+
+def test_seam_score_is_one_for_real_images_and_large_for_stitched_tiles():
+    g = torch.Generator().manual_seed(1)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(1024, 1, 40, 40, generator=g), 9, 1)  # 32²
+    a, b = smooth[:512], smooth[512:]                    # a stationary field: no line is special
+    assert metrics.seam_score(a, b, 2) == pytest.approx(1.0, abs=0.05)
+    assert metrics.seam_score(a, b, 4) == pytest.approx(1.0, abs=0.05)
+    from pdlib.patching import from_tiles, to_tiles
+    shift = torch.stack([torch.arange(512).roll(j) for j in range(4)], 1)
+    stitched = from_tiles(to_tiles(a, 2)[shift, torch.arange(4)], 2)   # quarters of 4 images
+    assert metrics.seam_score(stitched, b, 2) > 3
+
+
+@pytest.mark.parametrize("grid", [1, 3, 2.0, True])
+def test_border_energy_ratio_rejects_bad_grids(grid):
+    with pytest.raises(ValueError, match=r"grid=.* is invalid; allowed: an int N >= 2 dividing"):
+        metrics.border_energy_ratio(torch.zeros(2, 1, 8, 8), grid)

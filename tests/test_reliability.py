@@ -670,6 +670,8 @@ BAD_EVAL = [
     (dict(variance="posterior"), "variance='posterior'"),
     (dict(device="tpu"), "device='tpu'"),
     (dict(x0_mse_t=[3]), "x0_mse_t=[3]"),
+    (dict(seam_grids=[1]), "seam_grids=[1]"),
+    (dict(seam_grids=[3]), "seam_grids=[3]"),
     (dict(out_json="UNDER_A_FILE"), "out_json="),
     (dict(checkpoint="MISSING"), "nope.pt"),
 ]
