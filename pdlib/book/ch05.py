@@ -14,7 +14,7 @@ from pdlib.book import fmt, metric, read_json
 from pdlib.book.ch04 import close_verdict, run_info, worse_verdict
 from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable, _testable, value
 
-__all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "runs_table", "steps_table", "memory_table",
+__all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "NO_SAVING_MIN", "runs_table", "steps_table", "memory_table",
            "memory_verdict", "no_saving_verdict", "seam_verdict", "close_verdict", "worse_verdict",
            "run_label"]
 
