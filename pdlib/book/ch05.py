@@ -47,9 +47,10 @@ def _seam(ev: dict, N: int) -> float | None:
 
 def runs_table(folder=FOLDER) -> Table:
     """One row per evaluated run: what it is, seed, minutes of training, sampler, FID, KID,
-    precision/recall, and the seam scores on the 2×2 and 4×4 borders. ``values``: ``runs`` {name:
-    dict(label, grid, seed, minutes, fid, kid, precision, recall, seam2, seam4, png, config)},
-    ``fid_key``, ``n_samples``, ``n_ref``, ``steps``, ``batch``, ``sampler`` {name: 'heun-10'}."""
+    precision/recall, and the seam scores on the 2×2 and 4×4 borders (``NAME-long``: NAME trained
+    on to more steps). ``values``: ``runs`` {name: dict(label, grid, seed, steps, minutes, fid,
+    kid, precision, recall, seam2, seam4, png, config)}, ``fid_key``, ``n_samples``, ``n_ref``,
+    ``steps`` and ``batch`` (of n1-s0, the untiled run), ``sampler`` {name: 'heun-10'}."""
     d = _dir(folder)
     files = [f for f in sorted(d.glob("*.json"))
              if not f.name.endswith(".config.json") and "-k" not in f.stem]
@@ -67,24 +68,24 @@ def runs_table(folder=FOLDER) -> Table:
                  png=d / f"{f.stem}.png", config=cfg)
         runs[f.stem] = r
         sampler[f.stem] = f"{ev['sampler']}-{ev['steps']}"
-        rows.append([r["label"], r["seed"], f"{r['minutes']:.1f}", sampler[f.stem],
+        rows.append([r["label"], r["seed"], f"{r['steps']:,}", f"{r['minutes']:.1f}", sampler[f.stem],
                      f"{r['fid']:.1f}", f"{r['kid']:.4f}",
                      f"{r['precision']:.3f} / {r['recall']:.3f}",
                      "—" if r["seam2"] is None else f"{r['seam2']:.2f}",
                      "—" if r["seam4"] is None else f"{r['seam4']:.2f}"])
     first = read_json(files[0])
     fid_key = metric(first, "FID")[0]
-    header = ["model", "seed", "minutes", "sampler", fid_key, "KID", "precision / recall",
+    header = ["model", "seed", "steps", "minutes", "sampler", fid_key, "KID", "precision / recall",
               "seam 2×2", "seam 4×4"]
-    any_run = next(iter(runs.values()))
+    any_run = runs.get("n1-s0") or next(iter(runs.values()))
     return Table(header, rows, dict(runs=runs, fid_key=fid_key, n_samples=first["n_samples"],
                                     n_ref=first["n_ref"], steps=any_run["steps"],
                                     batch=any_run["config"].get("batch_size"), sampler=sampler))
 
 
 def steps_table(names=("n1-s0", "n2-s0"), folder=FOLDER) -> Table:
-    """FID and seam score against training steps: each run's checkpoints (``NAME-k{step}.json``)
-    and its final evaluation. ``values``: ``fid``, ``seam``, ``recall`` ({name: {step: value}}),
+    """FID and seam score against training steps: each run's checkpoints (``NAME-k{step}.json``),
+    its final evaluation, and that of ``NAME-long`` (the run trained on). ``values``: ``fid``, ``seam``, ``recall`` ({name: {step: value}}),
     ``label`` ({name: run_label}), ``fid_key``."""
     d = _dir(folder)
     fid, seam, recall, label, fid_key = {}, {}, {}, {}, None
@@ -97,6 +98,8 @@ def steps_table(names=("n1-s0", "n2-s0"), folder=FOLDER) -> Table:
         N = max(int(info["config"].get("grid", 1)), 2)
         points = {int(f.stem.rsplit("-k", 1)[1]): read_json(f) for f in d.glob(f"{name}-k*.json")}
         points[info["steps"]] = final
+        if (long := read_json(d / f"{name}-long.json")) is not None:
+            points[run_info(f"{name}-long", folder)["steps"]] = long
         fid[name] = {s: value(ev, "FID") for s, ev in sorted(points.items())}
         recall[name] = {s: value(ev, "recall") for s, ev in sorted(points.items())}
         seam[name] = {s: _seam(ev, N) for s, ev in sorted(points.items())}
