@@ -33,6 +33,9 @@ def test_seam_verdict_goes_every_way():
     assert C.seam_verdict(1.30, fid, rec, "a").word == "did not hold"
     assert C.seam_verdict(1.05, fid, {"a": 0.01, "b": 0.02}, "a").word == NOT_TESTABLE
     assert C.seam_verdict(None, fid, rec, "a").word == "inconclusive"
+    assert C.lower_seam_verdict(2.0, 5.0, fid, rec, "a", "b").word == "held"
+    assert C.lower_seam_verdict(5.0, 2.0, fid, rec, "a", "b").word == "did not hold"
+    assert C.lower_seam_verdict(2.0, 5.0, fid, {"a": 0.0, "b": 0.05}, "a", "b").word == NOT_TESTABLE
 
 
 def test_run_label_says_what_the_tiles_are_told():

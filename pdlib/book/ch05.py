@@ -14,9 +14,9 @@ from pdlib.book import fmt, metric, read_json
 from pdlib.book.ch04 import close_verdict, run_info, worse_verdict
 from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable, _testable, value
 
-__all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "NO_SAVING_MIN", "runs_table", "steps_table", "memory_table",
-           "memory_verdict", "no_saving_verdict", "seam_verdict", "close_verdict", "worse_verdict",
-           "run_label"]
+__all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "NO_SAVING_MIN", "runs_table",
+           "steps_table", "memory_table", "memory_verdict", "no_saving_verdict", "seam_verdict",
+           "lower_seam_verdict", "close_verdict", "worse_verdict", "run_label"]
 
 FOLDER, SCRIPT = "ch05_full", "scripts/run_ch05_full.py"
 CLOSE_FID_TOL = 0.10     # "comparable quality": FID at most 10% above the untiled network's
@@ -182,3 +182,14 @@ def seam_verdict(seam: float | None, fid: dict[str, float], recall: dict[str, fl
     if not _testable(fid, recall):
         return _not_testable(fid, recall, str, rule)
     return Verdict("held" if seam <= tol else "did not hold", f"seam score {seam:.2f}", rule)
+
+
+def lower_seam_verdict(seam_ref: float, seam_other: float, fid: dict[str, float],
+                       recall: dict[str, float], ref: str, other: str) -> Verdict:
+    """"`ref` has fewer seams than `other`": held if its seam score is lower; behind the quality
+    gate on the two compared models."""
+    rule = f"{GATE}; held if {ref}'s seam score < {other}'s"
+    if not _testable(fid, recall):
+        return _not_testable(fid, recall, str, rule)
+    text = f"{ref} {seam_ref:.2f} against {other} {seam_other:.2f}"
+    return Verdict("held" if seam_ref < seam_other else "did not hold", text, rule)
