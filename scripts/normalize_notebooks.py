@@ -5,8 +5,10 @@ JupyterLab parses a notebook in JavaScript and sends it back as JSON: a float wi
 that Python wrote as ``100.0`` (ipywidgets' FloatSlider state in ``metadata.widgets``, as
 ``make execute`` stores it) comes back as ``100``, so every save rewrote those lines. This writes
 such floats as integers (the same number in JavaScript, and for the book's widget manager), in
-the layout Lab's server writes (nbformat's), so the file is what Lab would save; every other value
-is kept, and a notebook already in this form is not rewritten.
+the layout Lab's server writes (nbformat's), so the file is what Lab would save. Widget state
+(``metadata.widgets``) that no output shows any more is stale (an execution that left no widget
+view keeps the state of an earlier one, and the book's page check fails on it): it is dropped.
+Every other value is kept, and a notebook already in this form is not rewritten.
 
     python scripts/normalize_notebooks.py notebooks/0*.ipynb book/*.ipynb   # rewrite in place
     python scripts/normalize_notebooks.py --check notebooks/*.ipynb         # exit 1 if one would change
@@ -42,12 +44,26 @@ def integral_floats(value, path: str = "") -> list[str]:
     return []
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def without_stale_widgets(nb: dict) -> dict:
+    """``nb`` without ``metadata.widgets`` when no output holds a widget view."""
+    shown = any(WIDGET_VIEW in out.get("data", {}) for cell in nb.get("cells", [])
+                for out in cell.get("outputs", []))
+    if shown or "widgets" not in nb.get("metadata", {}):
+        return nb
+    meta = {k: v for k, v in nb["metadata"].items() if k != "widgets"}
+    return {**nb, "metadata": meta}
+
+
 def lab_text(nb) -> str:
     """The text JupyterLab saves for the notebook ``nb``: the JavaScript round trip (``lab_form``),
     then the server's writer (nbformat: sorted keys, one-space indent, multi-line strings as lists)."""
     import nbformat
 
-    text = nbformat.writes(nbformat.from_dict(lab_form(nb)), version=nbformat.NO_CONVERT)
+    text = nbformat.writes(nbformat.from_dict(lab_form(without_stale_widgets(nb))),
+                           version=nbformat.NO_CONVERT)
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -61,7 +77,8 @@ def normalize(path: Path, check: bool = False) -> bool:
     if lab == text:
         return False
     floats = integral_floats(nb)
-    why = f"{len(floats)} integral float(s), e.g. {floats[0]}" if floats else "nbformat's layout"
+    why = f"{len(floats)} integral float(s), e.g. {floats[0]}" if floats else \
+        "stale widget state" if without_stale_widgets(nb) is not nb else "nbformat's layout"
     if check:
         print(f"{path}: JupyterLab would rewrite it on save ({why}); fix: python scripts/normalize_notebooks.py {path}")
         return True

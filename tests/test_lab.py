@@ -240,3 +240,19 @@ def test_lab_server_serves_trusted_notebooks_and_saves_them_unchanged(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_normalizer_drops_widget_state_that_no_output_shows():
+    n = _normalizer()
+    state = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    view = {"output_type": "display_data", "metadata": {},
+            "data": {n.WIDGET_VIEW: {"model_id": "abc"}, "text/plain": ["w"]}}
+    cell = lambda outputs: {"cell_type": "code", "source": "", "metadata": {}, "outputs": outputs,  # noqa: E731
+                            "execution_count": 1}
+    stale = {"cells": [cell([])], "metadata": {"widgets": state, "kernelspec": {}}, "nbformat": 4,
+             "nbformat_minor": 5}
+    kept = dict(stale, cells=[cell([view])])
+    assert "widgets" not in n.without_stale_widgets(stale)["metadata"]
+    assert n.without_stale_widgets(stale)["metadata"]["kernelspec"] == {}
+    assert n.without_stale_widgets(kept) is kept
+    assert "widgets" in stale["metadata"]                   # the input is not changed
