@@ -52,8 +52,9 @@ def runs_table(folder=FOLDER) -> Table:
     kid, precision, recall, seam2, seam4, png, config)}, ``fid_key``, ``n_samples``, ``n_ref``,
     ``steps`` and ``batch`` (of n1-s0, the untiled run), ``sampler`` {name: 'heun-10'}."""
     d = _dir(folder)
-    files = [f for f in sorted(d.glob("*.json"))
-             if not f.name.endswith(".config.json") and "-k" not in f.stem]
+    files = sorted((f for f in d.glob("*.json")
+                    if not f.name.endswith(".config.json") and "-k" not in f.stem),
+                   key=lambda f: (f.stem.removesuffix("-long"), f.stem.endswith("-long")))
     if not files:
         _need(d / "n1-s0.json", SCRIPT)
     runs, rows, sampler = {}, [], {}
