@@ -403,3 +403,26 @@ def test_the_default_sampler_is_ddim_for_vp_and_heun_for_edm():
     assert sampling_used(vp)["sampler"] == "ddim" and vp.samplers == ("ddim", "ddpm", "heun")
     assert sampling_used(edm)["sampler"] == "heun" and edm.samplers == ("heun", "euler")
     assert sampling_used(vp)["steps"] == 50 and sampling_used(edm)["steps"] == 18
+
+
+def test_vp_sampling_clips_x0_as_the_release_does_and_edm_does_not():
+    seen = {}
+
+    def record(key):
+        def cb(d):
+            seen[key] = max(seen.get(key, 0.0), float(d["denoised"].abs().max()))
+        return cb
+
+    for precond in ("vp", "edm"):
+        m = _method(precond=precond)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in m.net.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+        for clip in (None, True, False):
+            m.sample(2, generator=torch.Generator().manual_seed(0), steps=3, clip=clip,
+                     callback=record((precond, clip)))
+    assert seen["vp", None] <= 1.0 and seen["vp", True] <= 1.0 and seen["vp", False] > 1.0
+    assert seen["edm", None] > 1.0 and seen["edm", True] <= 1.0
+    with pytest.raises(ValueError, match=r"^clip='yes' is invalid; allowed: None"):
+        _method().sample(1, steps=2, clip="yes")

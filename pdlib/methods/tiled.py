@@ -16,8 +16,8 @@ tile of an N×N grid at a time, told where the tile is and what the whole image 
   (`precond='vp'`), or EDM's preconditioning and loss (`precond='edm'`, EDM's Table 1 defaults).
   The loss of an image is the mean over its tiles, and the loop divides by the images.
 - Sampling: the whole image through the tiled denoiser D(x, σ, **cond), so every sampler of
-  pdlib works unchanged: DDIM (default), DDPM or EDM's Heun for 'vp'; Heun (default) or Euler
-  for 'edm'. `size=(H, W)` samples another canvas that N divides (non-square included).
+  pdlib works unchanged: DDIM (default), DDPM or EDM's Heun for 'vp', with x̂0 clipped to
+  [−1, 1] as the release's samplers do; Heun (default) or Euler for 'edm'. `size=(H, W)` samples another canvas that N divides (non-square included).
 
 With N = 1, position=False and gcc=False the method is the plain untiled model of the same net.
 The tile net is built for the whole image (its `resolution` is R, which fixes the levels that
@@ -175,10 +175,12 @@ class TiledMethod(Method):
     # -- sampling ----------------------------------------------------------------------------------
     def sample(self, n, generator=None, steps=None, class_labels=None, guidance=1.0, device=None,
                callback=None, sampler: str | None = None, size: tuple[int, int] | None = None,
-               chunk: int | None = None, **kwargs):
+               chunk: int | None = None, clip: bool | None = None, **kwargs):
         """n images (n, C, H, W), (H, W) = `size` (default R×R, any sides the grid divides), denoised
         tile by tile (`chunk` tiles of each image per network run; default method.chunk) by DDIM
-        (default), DDPM or Heun ('vp'), or Heun (default) or Euler ('edm')."""
+        (default), DDPM or Heun ('vp'), or Heun (default) or Euler ('edm'). `clip`: x̂0 clipped
+        to [−1, 1] at every step; None = for 'vp' (the release's samplers clip: an ε-prediction's
+        x̂0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ explodes where the cosine schedule's ᾱ is near 0), not for 'edm'."""
         from pdlib import samplers as S
         o, R = self.opts, self.resolution
         H, W = (R, R) if size is None else (size if isinstance(size, (tuple, list)) and len(size) == 2
@@ -191,7 +193,11 @@ class TiledMethod(Method):
               f"multiples of the net's size_multiple {M}: H and W multiples of {o.grid * M}")
         sampler = sampler or self.samplers[0]
         check(sampler in self.samplers, "sampler", sampler, f"one of {list(self.samplers)}")
+        check(clip in (None, True, False), "clip", clip, "None (= precond 'vp'), True or False")
         D, cond, device = self._sample_setup(n, generator, class_labels, guidance, device)
+        if (o.precond == "vp") if clip is None else clip:
+            from pdlib.denoisers import ClipDenoiser
+            D = ClipDenoiser(D)
         tiled = self.tiled                  # (self.denoiser may wrap it: an NFE counter, guidance)
         if chunk is not None:
             check(is_int(chunk) and chunk >= 1, "chunk", chunk, "None or an int >= 1")
