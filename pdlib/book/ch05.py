@@ -10,6 +10,8 @@ scores ``seam@2``, ``seam@4``) and ``NAME.png``; ``benchmarks/tiled_memory.py`` 
 """
 from __future__ import annotations
 
+import re
+
 from pdlib.book import fmt, metric, read_json
 from pdlib.book.ch04 import CLOSE_FID_TOL, close_verdict, run_info, worse_verdict
 from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable, _testable, value
@@ -22,6 +24,7 @@ FOLDER, SCRIPT = "ch05_full", "scripts/run_ch05_full.py"
 # CLOSE_FID_TOL (chapter 4's, 0.10): "comparable quality" is an FID at most 10% above the reference's
 SEAM_TOL = 1.10          # "no visible seams": seam score at most 1.1 (1 = as smooth as real images)
 NO_SAVING_MIN = 0.9      # the release's batched layout "saves no memory": its ratio ≥ 0.9
+_CHECKPOINT = re.compile(r"-k\d+$")      # NAME-k{step}: an earlier checkpoint's evaluation
 
 
 def run_label(cfg: dict) -> str:
@@ -53,7 +56,7 @@ def runs_table(folder=FOLDER) -> Table:
     ``steps`` and ``batch`` (of n1-s0, the untiled run), ``sampler`` {name: 'heun-10'}."""
     d = _dir(folder)
     files = sorted((f for f in d.glob("*.json")
-                    if not f.name.endswith(".config.json") and "-k" not in f.stem),
+                    if not f.name.endswith(".config.json") and not _CHECKPOINT.search(f.stem)),
                    key=lambda f: (f.stem.removesuffix("-long"), f.stem.endswith("-long")))
     if not files:
         _need(d / "n1-s0.json", SCRIPT)
@@ -97,7 +100,8 @@ def steps_table(names=("n1-s0", "n2-s0"), folder=FOLDER) -> Table:
         info = run_info(name, folder)
         label[name] = run_label(info["config"])
         N = max(int(info["config"].get("grid", 1)), 2)
-        points = {int(f.stem.rsplit("-k", 1)[1]): read_json(f) for f in d.glob(f"{name}-k*.json")}
+        points = {int(f.stem.rsplit("-k", 1)[1]): read_json(f) for f in d.glob(f"{name}-k*.json")
+                  if _CHECKPOINT.search(f.stem)}
         points[info["steps"]] = final
         if (long := read_json(d / f"{name}-long.json")) is not None:
             points[run_info(f"{name}-long", folder)["steps"]] = long
