@@ -40,6 +40,19 @@ def test_seam_verdict_goes_every_way():
     assert C.lower_seam_verdict(2.0, 5.0, fid, {"a": 0.0, "b": 0.05}, "a", "b").word == NOT_TESTABLE
 
 
+def test_pair_verdict_gates_on_the_two_runs_by_label():
+    runs = {"a": dict(label="untiled", fid=80.0, recall=0.3),
+            "b": dict(label="2×2", fid=120.0, recall=0.1),
+            "c": dict(label="4×4", fid=85.0, recall=0.02)}
+    v = C.pair_verdict(runs, "a", "b")
+    assert v.word == "did not hold" and "2×2 120 against untiled 80" in v.reason
+    assert C.pair_verdict(runs, "a", "c").word == "held"
+    assert C.pair_verdict(runs, "a", "b", C.worse_verdict).word == "held"
+    assert C.pair_verdict(runs, "a", "missing") is None
+    low = {k: dict(r, recall=0.01) for k, r in runs.items()}
+    assert C.pair_verdict(low, "a", "b").word == NOT_TESTABLE
+
+
 def test_run_label_says_what_the_tiles_are_told():
     assert C.run_label(dict(grid=1, gcc=False, position=False)) == "untiled"
     assert C.run_label(dict(grid=2, gcc=True, position=True, tiles_per_image=4)) == \

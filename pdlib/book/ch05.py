@@ -18,7 +18,7 @@ from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable,
 
 __all__ = ["FOLDER", "SCRIPT", "SEAM_TOL", "CLOSE_FID_TOL", "NO_SAVING_MIN", "runs_table",
            "steps_table", "memory_table", "memory_verdict", "no_saving_verdict", "seam_verdict",
-           "lower_seam_verdict", "close_verdict", "worse_verdict", "run_label"]
+           "lower_seam_verdict", "pair_verdict", "close_verdict", "worse_verdict", "run_label"]
 
 FOLDER, SCRIPT = "ch05_full", "scripts/run_ch05_full.py"
 # CLOSE_FID_TOL (chapter 4's, 0.10): "comparable quality" is an FID at most 10% above the reference's
@@ -198,3 +198,13 @@ def lower_seam_verdict(seam_ref: float, seam_other: float, fid: dict[str, float]
         return _not_testable(fid, recall, str, rule)
     text = f"{ref} {seam_ref:.2f} against {other} {seam_other:.2f}"
     return Verdict("held" if seam_ref < seam_other else "did not hold", text, rule)
+
+
+def pair_verdict(runs: dict, ref: str, other: str, verdict=close_verdict) -> Verdict | None:
+    """`verdict` (close_verdict, worse_verdict) on two runs of ``runs_table().values["runs"]``,
+    named by their labels; None when one of them is missing."""
+    if ref not in runs or other not in runs:
+        return None
+    a, b = runs[ref], runs[other]
+    recall = {a["label"]: a["recall"], b["label"]: b["recall"]}
+    return verdict(a["fid"], b["fid"], recall, a["label"], b["label"])
