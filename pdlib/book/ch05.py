@@ -49,8 +49,8 @@ def _seam(ev: dict, N: int) -> float | None:
 
 
 def runs_table(folder=FOLDER) -> Table:
-    """One row per evaluated run: what it is, seed, minutes of training, sampler, FID, KID,
-    precision/recall, and the seam scores on the 2×2 and 4×4 borders (``NAME-long``: NAME trained
+    """One row per evaluated run: what it is, seed, steps, minutes of training, sampler, FID,
+    precision/recall (KID in ``values``), and the seam scores on the 2×2 and 4×4 borders (``NAME-long``: NAME trained
     on to more steps). ``values``: ``runs`` {name: dict(label, grid, seed, steps, minutes, fid,
     kid, precision, recall, seam2, seam4, png, config)}, ``fid_key``, ``n_samples``, ``n_ref``,
     ``steps`` and ``batch`` (of n1-s0, the untiled run), ``sampler`` {name: 'heun-10'}."""
@@ -73,13 +73,12 @@ def runs_table(folder=FOLDER) -> Table:
         runs[f.stem] = r
         sampler[f.stem] = f"{ev['sampler']}-{ev['steps']}"
         rows.append([r["label"], r["seed"], f"{r['steps']:,}", f"{r['minutes']:.1f}", sampler[f.stem],
-                     f"{r['fid']:.1f}", f"{r['kid']:.4f}",
-                     f"{r['precision']:.3f} / {r['recall']:.3f}",
+                     f"{r['fid']:.1f}", f"{r['precision']:.3f} / {r['recall']:.3f}",
                      "—" if r["seam2"] is None else f"{r['seam2']:.2f}",
                      "—" if r["seam4"] is None else f"{r['seam4']:.2f}"])
     first = read_json(files[0])
     fid_key = metric(first, "FID")[0]
-    header = ["model", "seed", "steps", "minutes", "sampler", fid_key, "KID", "precision / recall",
+    header = ["model", "seed", "steps", "minutes", "sampler", fid_key, "precision / recall",
               "seam 2×2", "seam 4×4"]
     any_run = runs.get("n1-s0") or next(iter(runs.values()))
     return Table(header, rows, dict(runs=runs, fid_key=fid_key, n_samples=first["n_samples"],
