@@ -154,9 +154,9 @@ def check_grid(grid: int, height: int, width: int, name: str = "grid") -> tuple[
     """(h, w) = (H/N, W/N), the tile size of an N×N grid over an H×W image; a one-line
     ValueError naming `name` unless N is an int >= 1 that divides H and W."""
     if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1 or height % grid or width % grid:
-        common = [d for d in _divisors(math.gcd(int(height), int(width)))]
+        allowed = _divisors(math.gcd(int(height), int(width)))
         raise ValueError(f"{name}={grid!r} is invalid; allowed: an int N >= 1 dividing both sides of "
-                         f"the {height}x{width} image, one of {common}")
+                         f"the {height}x{width} image, one of {allowed}")
     return height // grid, width // grid
 
 

@@ -127,12 +127,13 @@ def memory_table(bench: dict) -> Table:
     ``seconds`` ({(layout, N): s per image}), ``targets`` ({N: target}), ``kind`` (what memory
     was measured), ``resolution``, ``batch``, ``channels``, ``preset``, ``device``, ``threads``."""
     seq, bat, trn, mb, sec = {}, {}, {}, {}, {}
+    layouts = {"untiled": ("seq", "batched"), "sequential": ("seq",), "batched": ("batched",)}
+    ratios = {"seq": seq, "batched": bat}
     for r in bench["sampling"]:
         N = int(r["grid"])
-        for layout, ratios in (("seq", seq), ("batched", bat)):
-            if r["layout"] == "untiled" or r["layout"] == {"seq": "sequential"}.get(layout, layout):
-                ratios[N] = float(r["mem_ratio_vs_untiled"])
-                mb[layout, N], sec[layout, N] = float(r["peak_mem_mb"]), float(r["s_per_image"])
+        for layout in layouts[r["layout"]]:          # N = 1 is the reference of both layouts
+            ratios[layout][N] = float(r["mem_ratio_vs_untiled"])
+            mb[layout, N], sec[layout, N] = float(r["peak_mem_mb"]), float(r["s_per_image"])
     for r in bench["training"]:
         N = int(r["grid"])
         trn[N], mb["train", N] = float(r["mem_ratio_vs_untiled"]), float(r["peak_mem_mb"])

@@ -67,14 +67,8 @@ class TiledOptions(MethodOptions):
         from pdlib.precond import PREDICTIONS
         check(self.prediction in PREDICTIONS, "method.prediction", self.prediction, f"one of {PREDICTIONS}")
         check(self.loss in ("l1", "l2"), "method.loss", self.loss, "'l1' or 'l2'")
-        check(is_int(self.diffusion_steps) and self.diffusion_steps >= 2, "method.diffusion_steps",
-              self.diffusion_steps, "an int >= 2")
-        from pdlib.schedules import vp_schedule
-        try:
-            vp_schedule(self.schedule, int(self.diffusion_steps))
-        except (ValueError, TypeError):
-            raise ValueError(f"method.schedule={self.schedule!r} is invalid; allowed: 'linear', "
-                             "'linearX' (e.g. 'linear0.025') or 'cosine'") from None
+        from pdlib.methods.vp import check_vp_schedule
+        check_vp_schedule(self.schedule, self.diffusion_steps)
 
 
 def _tile_check(grid: int, height: int, width: int, multiple: int, name: str = "method.grid") -> None:

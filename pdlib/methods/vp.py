@@ -27,7 +27,7 @@ class VPOptions(MethodOptions):
     snr_interval: tuple[float, float] | None = None   # SNR splitting: train only on hi > SNR_t >= lo (hi may be inf); None = every t
 
     def validate(self) -> None:
-        from pdlib._checks import check, is_int
+        from pdlib._checks import check
         check(self.prediction in PREDICTIONS, "method.prediction", self.prediction, f"one of {PREDICTIONS}")
         from pdlib.losses import WEIGHTINGS, loss_weight
         try:
@@ -35,14 +35,7 @@ class VPOptions(MethodOptions):
         except (ValueError, TypeError):
             raise ValueError(f"method.weighting={self.weighting!r} is invalid; allowed: one of "
                              f"{WEIGHTINGS}") from None
-        check(is_int(self.diffusion_steps) and self.diffusion_steps >= 2, "method.diffusion_steps",
-              self.diffusion_steps, "an int >= 2")
-        from pdlib.schedules import vp_schedule
-        try:
-            vp_schedule(self.schedule, int(self.diffusion_steps))
-        except (ValueError, TypeError):
-            raise ValueError(f"method.schedule={self.schedule!r} is invalid; allowed: 'linear', "
-                             "'linearX' (e.g. 'linear0.025') or 'cosine'") from None
+        check_vp_schedule(self.schedule, self.diffusion_steps)
         check(self.learn_sigma in (None, True, False), "method.learn_sigma", self.learn_sigma,
               "None, True or False")
         if self.snr_interval is not None:
@@ -51,6 +44,20 @@ class VPOptions(MethodOptions):
             ok = ok and not math.isnan(self.snr_interval[0]) and self.snr_interval[0] > self.snr_interval[1] >= 0
             check(ok, "method.snr_interval", self.snr_interval,
                   "None or (hi, lo) with hi > lo >= 0 (hi may be inf)")
+
+
+def check_vp_schedule(schedule, diffusion_steps) -> None:
+    """method.diffusion_steps an int >= 2 and method.schedule a name vp_schedule knows (one-line
+    ValueErrors naming them); the VP options of every method that has them."""
+    from pdlib._checks import check, is_int
+    from pdlib.schedules import vp_schedule
+    check(is_int(diffusion_steps) and diffusion_steps >= 2, "method.diffusion_steps",
+          diffusion_steps, "an int >= 2")
+    try:
+        vp_schedule(schedule, int(diffusion_steps))
+    except (ValueError, TypeError):
+        raise ValueError(f"method.schedule={schedule!r} is invalid; allowed: 'linear', "
+                         "'linearX' (e.g. 'linear0.025') or 'cosine'") from None
 
 
 @register("vp", VPOptions)
