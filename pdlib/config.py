@@ -255,7 +255,9 @@ class TrainConfig:
                 secs[key] = value
                 continue
             if key == "method":
-                secs["method"] = method_class(value).Options() if value != secs["method"].name else secs["method"]
+                if value != secs["method"].name:
+                    secs["method"] = method_class(value).Options()
+                    secs["net"] = _net_for(method_class(value), secs["net"], "preset" in changes)
                 continue
             section = _flat_section(key, type(secs["method"]))
             if section == "net":
@@ -273,6 +275,15 @@ class TrainConfig:
         """One line: method / net on data, e.g. 'patched / small on fashion_mnist 32²'."""
         res = f" {self.data.resolution}²" if self.data.resolution else ""
         return f"{self.method.name} / {self.net.preset} on {self.data.dataset}{res}"
+
+
+def _net_for(cls, net: "NetConfig", preset_given: bool) -> "NetConfig":
+    """The net section after switching to method `cls`: its default preset (without overrides)
+    when the current preset is of a family the method cannot use and no preset was given."""
+    from pdlib.nets import preset_family
+    if preset_given or cls.net_families is None or preset_family(net.preset) in cls.net_families:
+        return net
+    return NetConfig(preset=cls.default_preset)
 
 
 # ----------------------------------------------------------------------------------------------

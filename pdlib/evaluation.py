@@ -97,7 +97,9 @@ def generate(method, n: int, *,
              dynamic_threshold: bool | None = None,  # under guidance, threshold x̂0 dynamically; None = the method's default
              variance: str | None = None,    # the 'ddpm' sampler's reverse variance (samplers.ddpm_sample); None = its default
              device=None,                    # where to sample; None = where the method's weights are
-             progress: bool = True) -> tuple[torch.Tensor, float]:
+             progress: bool = True,
+             sample_options: dict | None = None,  # more keyword options of method.sample (FPDM: iters, reuse, ...)
+             ) -> tuple[torch.Tensor, float]:
     """(images [n, C, H, W] in [-1, 1] on the CPU, network evaluations per image; a guided step
     counts 2). Every argument is checked before sampling (ValueError naming it); images with
     NaN/inf are kept (evaluate_checkpoint refuses to measure them)."""
@@ -120,7 +122,8 @@ def generate(method, n: int, *,
     counted.denoiser = counter = NFECounter(method.denoiser)   # the caller's method is untouched
     if dynamic_threshold is not None:
         counted.threshold_guided = bool(dynamic_threshold)
-    kwargs = {} if sampler is None else {"sampler": sampler}
+    check_sample_options(method, sample_options)
+    kwargs = {**(sample_options or {}), **({} if sampler is None else {"sampler": sampler})}
     if variance is not None:
         kwargs["variance"] = variance
     out, rows = [], 0
@@ -133,6 +136,20 @@ def generate(method, n: int, *,
         rows += counter.rows                       # images through the net (CFG doubles them)
         out.append(x.float().cpu())
     return torch.cat(out), rows / n
+
+
+def check_sample_options(method, sample_options) -> None:
+    """sample_options: None or a dict of keyword options method.sample takes beyond the common
+    ones (ValueError naming the option and listing what the method takes)."""
+    import inspect
+    common = {"self", "n", "generator", "steps", "class_labels", "guidance", "device", "callback",
+              "sampler", "kwargs", "variance"}
+    check(sample_options is None or isinstance(sample_options, dict), "sample_options",
+          sample_options, "None or a dict of method.sample options")
+    allowed = sorted(set(inspect.signature(method.sample).parameters) - common)
+    for key in sample_options or {}:
+        check(key in allowed, "sample_options", key,
+              f"options of method {method.name!r}'s sample(): {allowed}")
 
 
 def write_json(obj: dict, path) -> Path:
@@ -244,7 +261,8 @@ def prepare_evaluation(checkpoint, *, n_samples: int = 1000, n_ref: int | None =
                        steps: int | None = None, guidance: float = 1.0,
                        dynamic_threshold: bool | None = None, variance: str | None = None,
                        snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000, device="cpu",
-                       out_json=None, out_grid=None, progress: bool = True, seam_grids=()):
+                       out_json=None, out_grid=None, progress: bool = True, seam_grids=(),
+                       sample_options=None):
     """Check every argument of evaluate_checkpoint (a ValueError or FileNotFoundError naming the
     argument or file), load the method and check what depends on it; returns the method. Runs no
     sampler and writes nothing (the evaluate notebook's first cell)."""
@@ -268,6 +286,7 @@ def prepare_evaluation(checkpoint, *, n_samples: int = 1000, n_ref: int | None =
     check(isinstance(seam_grids, (list, tuple)) and all(is_int(g) and g >= 2 for g in seam_grids),
           "seam_grids", seam_grids, "a list of grids N >= 2 (seam scores on N×N tile borders; [] = none)")
     method = load_for_evaluation(checkpoint, snr_boundaries, device=device)
+    check_sample_options(method, sample_options)
     for g in seam_grids:
         check(method.resolution % g == 0, "seam_grids", list(seam_grids),
               f"grids dividing the resolution {method.resolution}")
@@ -289,14 +308,15 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
                         dynamic_threshold: bool | None = None, variance: str | None = None,
                         snr_boundaries=None, x0_mse_t=(), x0_mse_n: int = 1000, device="cpu",
                         out_json=None, method=None, progress: bool = True,
-                        seam_grids=()) -> tuple[dict, torch.Tensor]:
+                        seam_grids=(), sample_options=None) -> tuple[dict, torch.Tensor]:
     """Sample a checkpoint's EMA weights (or a split model's: a list of checkpoints and their
     snr_boundaries) and measure them: (results dict, the samples). dynamic_threshold: override
     the method's choice of thresholding x̂0 under guidance. variance: the DDPM sampler's reverse
     variance. x0_mse_t: also the held-out x0-MSE at these steps t of a VP method, on x0_mse_n
     test images (and, for a model that learns its variances, their interpolation weights there).
     seam_grids: also the seam score (pdlib.metrics.seam_score, 'seam@N') on the borders of
-    each N×N tile grid, against n_ref reference images of ref_split.
+    each N×N tile grid, against n_ref reference images of ref_split. sample_options: more keyword
+    options of the method's sample() (FPDM: iters, budget, reallocation, reuse, solver, tol).
     out_json: also write the results there (strict JSON). method: the checkpoint's method,
     loaded already by prepare_evaluation (None: checked and loaded here).
 
@@ -309,7 +329,7 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
               batch_size=batch_size, seed=seed, ref_seed=ref_seed, sampler=sampler, steps=steps,
               guidance=guidance, dynamic_threshold=dynamic_threshold, variance=variance,
               snr_boundaries=snr_boundaries, x0_mse_t=x0_mse_t, x0_mse_n=x0_mse_n, device=device,
-              seam_grids=seam_grids)
+              seam_grids=seam_grids, sample_options=sample_options)
     if method is None:
         method = prepare_evaluation(checkpoint, out_json=out_json, **kw)
     else:
@@ -317,7 +337,8 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
     t0 = time.perf_counter()
     images, nfe = generate(method, n_samples, batch_size=batch_size, seed=seed, sampler=sampler,
                            steps=steps, guidance=guidance, dynamic_threshold=dynamic_threshold,
-                           variance=variance, device=device, progress=progress)
+                           variance=variance, device=device, progress=progress,
+                           sample_options=sample_options)
     t_sample = time.perf_counter() - t0
     bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
     if bad:
@@ -337,7 +358,7 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
               "dynamic_threshold": bool(method.class_cond and guidance != 1.0 and (
                   method.threshold_guided if dynamic_threshold is None else dynamic_threshold)),
               "seed": seed, "batch_size": batch_size, "sampling_seconds": round(t_sample, 2),
-              "ref_split": ref_split, "ref_seed": ref_seed}
+              "ref_split": ref_split, "ref_seed": ref_seed, "sample_options": dict(sample_options or {})}
     if metrics:
         t0 = time.perf_counter()
         result.update(M.evaluate(images, cfg.data.dataset, method.resolution, n_ref, metrics=tuple(metrics),

@@ -231,9 +231,12 @@ def test_cpu_preset_sizes():
 
 # ---------------------------------------------------------------------------------------------- registry
 
-def test_registry_covers_both_families():
-    assert set(NET_PRESETS) == set(UNET_PRESETS) | set(DIT_PRESETS)
+def test_registry_covers_the_families():
+    from pdlib.nets import FPDM_PRESETS
+    assert set(NET_PRESETS) == set(UNET_PRESETS) | set(DIT_PRESETS) | set(FPDM_PRESETS)
     assert not set(UNET_PRESETS) & set(DIT_PRESETS)
+    for name in FPDM_PRESETS:
+        assert preset_family(name) == "fpdm"
     for name in UNET_PRESETS:
         assert preset_family(name) == "unet" and NET_PRESETS[name][0] == "unet"
     for name in DIT_PRESETS:

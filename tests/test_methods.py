@@ -18,7 +18,7 @@ from pdlib.train import train
 
 PDLIB = Path(__file__).resolve().parent.parent / "pdlib"
 BUILTIN = sorted(METHODS)                       # the registered methods, before any test adds one
-FAMILIES = {"unet": "tiny", "dit": "dit-tiny"}   # the tiny preset of each net family
+FAMILIES = {"unet": "tiny", "dit": "dit-tiny", "fpdm": "fpdm-tiny"}   # the tiny preset of each net family
 CROPPING = {"patch_diffusion"}                   # methods whose items are crops of the images
 
 # A tiny run: sklearn digits at 8×8, a few steps, nothing written unless a test sets out_dir.
@@ -41,10 +41,20 @@ def test_the_builtin_methods_are_registered():
 # ----------------------------------------------------------------------------------------------
 # Every method × net family.
 
+def _skip_if_incompatible(method, family):
+    """A method that names its net families (fpdm: only 'fpdm') is tested on those; the others
+    must refuse the rest with a one-line error naming net.preset."""
+    fams = METHODS[method].net_families
+    if fams is not None and family not in fams:
+        with pytest.raises(ValueError, match=r"net\.preset=.*allowed"):
+            _cfg(method, FAMILIES[family])
+        pytest.skip(f"{method} runs on {fams} nets only (refusal checked)")
+
 @pytest.mark.parametrize("class_cond", [False, True], ids=["uncond", "cond"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("method", BUILTIN)
 def test_every_method_on_every_net_family(method, family, class_cond):
+    _skip_if_incompatible(method, family)
     torch.manual_seed(0)
     m = build_method(_cfg(method, FAMILIES[family], class_cond=class_cond))
     from pdlib.nets import preset_family
@@ -80,6 +90,7 @@ def test_every_method_on_every_net_family(method, family, class_cond):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("method", BUILTIN)
 def test_every_method_trains_on_every_net_family(method, family):
+    _skip_if_incompatible(method, family)
     res = train(TrainConfig.flat(method=method, preset=FAMILIES[family], steps=2, **TINY),
                 progress=False)
     assert res.step == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in res.history)

@@ -77,6 +77,8 @@ class Method:
     threshold_guided: ClassVar[bool] = False    # sample(guidance != 1): dynamic thresholding of x̂0 too
     samples_alone: ClassVar[bool] = True        # sample() makes images from noise by itself
     samplers: ClassVar[tuple[str, ...]] = ()    # the sampler names sample(sampler=…) accepts, default first
+    net_families: ClassVar[tuple[str, ...] | None] = None   # net families it can use ('unet', 'dit', 'fpdm'); None = any
+    default_preset: ClassVar[str | None] = None  # the preset a switch to this method picks when the current one cannot be used
 
     def __init__(self, cfg):
         data = cfg.data
@@ -112,7 +114,14 @@ class Method:
 
     @classmethod
     def validate(cls, cfg) -> None:
-        """Raise ValueError for a combination of sections this method cannot use."""
+        """Raise ValueError for a combination of sections this method cannot use (the base: a
+        net preset of a family outside `net_families`)."""
+        if cls.net_families is not None:
+            from pdlib.nets import NET_PRESETS, preset_family
+            if preset_family(cfg.net.preset) not in cls.net_families:
+                ok = sorted(n for n, (fam, _) in NET_PRESETS.items() if fam in cls.net_families)
+                raise ValueError(f"net.preset={cfg.net.preset!r} is invalid for method {cls.name!r}; "
+                                 f"allowed: one of {ok}")
 
     def net_kwargs(self) -> dict[str, Any]:
         """Network arguments fixed by the data and the method (they win over net.overrides)."""

@@ -23,6 +23,7 @@ class VPOptions(MethodOptions):
     weighting: str = "none"                 # loss weighting λ_t (pdlib.losses.WEIGHTINGS; 'none' = MSE on the target)
     schedule: str = "linear"                # noise schedule: 'linear', 'linearX' (e.g. 'linear0.025') or 'cosine'
     diffusion_steps: int = 1000             # T of the schedule
+    zero_snr: bool = False                  # rescale the schedule to zero terminal SNR, ᾱ_T = 0 (Lin et al. 2024)
     learn_sigma: bool | None = None         # also learn the reverse variance (hybrid VLB loss); None = the net preset's
     snr_interval: tuple[float, float] | None = None   # SNR splitting: train only on hi > SNR_t >= lo (hi may be inf); None = every t
 
@@ -36,6 +37,9 @@ class VPOptions(MethodOptions):
             raise ValueError(f"method.weighting={self.weighting!r} is invalid; allowed: one of "
                              f"{WEIGHTINGS}") from None
         check_vp_schedule(self.schedule, self.diffusion_steps)
+        check(self.zero_snr in (True, False), "method.zero_snr", self.zero_snr, "True or False")
+        check(not (self.zero_snr and self.prediction == "eps"), "method.prediction", self.prediction,
+              "'v' or 'x0' with zero_snr=True (ε cannot be predicted from pure noise at ᾱ_T = 0)")
         check(self.learn_sigma in (None, True, False), "method.learn_sigma", self.learn_sigma,
               "None, True or False")
         if self.snr_interval is not None:
@@ -82,8 +86,9 @@ class VPMethod(Method):
         return kw
 
     def build_schedule(self):
-        from pdlib.schedules import vp_schedule
-        return vp_schedule(self.opts.schedule, int(self.opts.diffusion_steps))
+        from pdlib.schedules import vp_schedule, zero_terminal_snr
+        schedule = vp_schedule(self.opts.schedule, int(self.opts.diffusion_steps))
+        return zero_terminal_snr(schedule) if self.opts.zero_snr else schedule
 
     def build_denoiser(self, net):
         from pdlib.precond import VPPrecond

@@ -1,8 +1,8 @@
 """Networks F(x_in, noise_labels, class_labels=None) -> out (see ARCHITECTURE.md) and the one preset registry.
 
-Two families share the contract: the ADM U-Net (`unet.py`, presets `UNET_PRESETS`) and DiT
-(`dit.py`, presets `DIT_PRESETS`). `net_preset(name, **overrides)` builds a preset of either family;
-both accept the common keyword arguments in_channels, resolution, num_classes, learn_sigma,
+Three families share the contract: the ADM U-Net (`unet.py`, presets `UNET_PRESETS`), DiT
+(`dit.py`, presets `DIT_PRESETS`) and the fixed-point DiT of FPDM (`fixed_point.py`, presets
+`FPDM_PRESETS`). `net_preset(name, **overrides)` builds a preset of any family; all accept the common keyword arguments in_channels, resolution, num_classes, learn_sigma,
 extra_in_channels, out_channels, patch_size and dropout, and have `size_multiple`: the inputs'
 H and W must be multiples of it (a U-Net's patch_size·2^(levels−1), a DiT's patch_size).
 """
@@ -12,26 +12,31 @@ from __future__ import annotations
 from torch import nn
 
 from .dit import DIT_PAPER_CONFIG, DIT_PAPER_PARAMS, DIT_PRESETS, DiT, dit_preset
+from .fixed_point import FPDM_PRESETS, FixedPointDiT, fpdm_preset
+from .layers import constructor_arguments
 from .unet import UNET_PRESETS, UNet, count_params, unet_preset
 
 __all__ = ["UNet", "unet_preset", "UNET_PRESETS", "count_params",
            "DiT", "dit_preset", "DIT_PRESETS", "DIT_PAPER_CONFIG", "DIT_PAPER_PARAMS",
+           "FixedPointDiT", "fpdm_preset", "FPDM_PRESETS",
            "NET_PRESETS", "NET_FAMILIES", "net_preset", "preset_family", "preset_defaults",
            "net_arguments", "size_multiple"]
 
 # The builder of each family.
-NET_FAMILIES = {"unet": unet_preset, "dit": dit_preset}
+NET_FAMILIES = {"unet": unet_preset, "dit": dit_preset, "fpdm": fpdm_preset}
+_CLASSES = {"unet": UNet, "dit": DiT, "fpdm": FixedPointDiT}
 
 # Every preset name -> (family, its configuration). The names of the two families do not overlap.
 NET_PRESETS: dict[str, tuple[str, dict]] = {
     **{name: ("unet", cfg) for name, cfg in UNET_PRESETS.items()},
     **{name: ("dit", cfg) for name, cfg in DIT_PRESETS.items()},
+    **{name: ("fpdm", cfg) for name, cfg in FPDM_PRESETS.items()},
 }
-assert len(NET_PRESETS) == len(UNET_PRESETS) + len(DIT_PRESETS), "U-Net and DiT preset names collide"
+assert len(NET_PRESETS) == len(UNET_PRESETS) + len(DIT_PRESETS) + len(FPDM_PRESETS), "preset names collide"
 
 
 def preset_family(name: str) -> str:
-    """'unet' or 'dit': the family of the preset `name`."""
+    """'unet', 'dit' or 'fpdm': the family of the preset `name`."""
     if name not in NET_PRESETS:
         raise ValueError(f"preset={name!r} is unknown; allowed: {sorted(NET_PRESETS)}")
     return NET_PRESETS[name][0]
@@ -50,9 +55,7 @@ def preset_defaults(name: str) -> dict:
 
 def net_arguments(name: str) -> set[str]:
     """The constructor arguments a preset of `name`'s family accepts (what net overrides may set)."""
-    import inspect
-    cls = {"unet": UNet, "dit": DiT}[preset_family(name)]
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return constructor_arguments(_CLASSES[preset_family(name)])
 
 
 def size_multiple(name: str, **overrides) -> int:

@@ -238,10 +238,12 @@ class DiT(nn.Module):
     def _check_inputs(self, x_in, noise_labels, class_labels):
         return check_net_inputs(self, x_in, noise_labels, class_labels, self.size_multiple, "patch_size")
 
-    def forward(self, x_in: torch.Tensor, noise_labels: torch.Tensor,
-                class_labels: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """F(x_in, noise_labels, class_labels, positions) -> [B, out_channels, H, W] (ARCHITECTURE.md, Networks)."""
+    def embed(self, x_in: torch.Tensor, noise_labels: torch.Tensor,
+              class_labels: torch.Tensor | None = None, positions: torch.Tensor | None = None):
+        """The parts before the blocks: (tokens (B, T, D) with the position embedding, c_t (B, D)
+        the timestep embedding, c_y (B, D) the label + tile-position embedding (zeros without
+        them), (h, w) the token grid). The blocks see c = c_t + c_y; a fixed-point stack
+        (`pdlib.nets.fixed_point`) gives some blocks c_y alone."""
         noise_labels = self._check_inputs(x_in, noise_labels, class_labels)
         positions = check_positions(self, positions, x_in.shape[0])
         h, w = x_in.shape[-2] // self.patch_size, x_in.shape[-1] // self.patch_size
@@ -249,19 +251,31 @@ class DiT(nn.Module):
         pos = self.pos_embed if (h, w) == (self.grid, self.grid) else self._pos_embed(h, w, x.device)
         x = x + pos.to(x.dtype)                                  # (B, T, D)
 
-        c = self.t_embedder(timestep_embedding(noise_labels, self.frequency_embedding_size))  # (B, D)
+        c_t = self.t_embedder(timestep_embedding(noise_labels, self.frequency_embedding_size))  # (B, D)
+        c_y = torch.zeros_like(c_t)
         if self.y_embedder is not None:
             if class_labels is None:                             # unconditional = null label
                 class_labels = torch.full_like(noise_labels, self.num_classes, dtype=torch.long)
-            c = c + self.y_embedder(class_labels).to(c.dtype)
+            c_y = c_y + self.y_embedder(class_labels).to(c_t.dtype)
         if positions is not None:
-            c = c + self.position_embed(positions).to(c.dtype)
+            c_y = c_y + self.position_embed(positions).to(c_t.dtype)
+        return x, c_t, c_y, (h, w)
 
+    def unembed(self, x: torch.Tensor, c: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The final adaLN layer and unpatchify: tokens (B, T, D) -> [B, out_channels, H, W]."""
+        x = self.final_layer(x, c)                               # (B, T, out·P²), per token (c, i, j)
+        x = x.transpose(1, 2).reshape(x.shape[0], -1, *hw)       # (B, out·P², h, w)
+        return depth_to_space(x, self.patch_size)                # (B, out, H, W)
+
+    def forward(self, x_in: torch.Tensor, noise_labels: torch.Tensor,
+                class_labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """F(x_in, noise_labels, class_labels, positions) -> [B, out_channels, H, W] (ARCHITECTURE.md, Networks)."""
+        x, c_t, c_y, hw = self.embed(x_in, noise_labels, class_labels, positions)
+        c = c_t + c_y
         for block in self.blocks:
             x = block(x, c)                                      # (B, T, D)
-        x = self.final_layer(x, c)                               # (B, T, out·P²), per token (c, i, j)
-        x = x.transpose(1, 2).reshape(x.shape[0], -1, h, w)      # (B, out·P², h, w)
-        return depth_to_space(x, self.patch_size)                # (B, out, H, W)
+        return self.unembed(x, c, hw)
 
 
 # ----------------------------------------------------------------------------------------------

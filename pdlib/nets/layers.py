@@ -211,13 +211,21 @@ def check_net_inputs(net, x_in: torch.Tensor, noise_labels, class_labels, multip
     return noise_labels
 
 
+def constructor_arguments(cls) -> set[str]:
+    """The keyword arguments cls(...) accepts: its signature's, or cls.arguments() for a class that
+    forwards **kwargs to another (FixedPointDiT → DiT)."""
+    import inspect
+    if hasattr(cls, "arguments"):
+        return set(cls.arguments())
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
 def build_preset(cls, presets: dict, name: str, overrides: dict, family: str):
     """cls(**presets[name], **overrides): a named preset with constructor arguments overridden;
     an unknown name or argument is a ValueError listing what is allowed."""
-    import inspect
     if name not in presets:
         raise ValueError(f"name={name!r} is not a {family} preset; allowed: {sorted(presets)}")
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    allowed = constructor_arguments(cls)
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise ValueError(f"overrides {unknown} are not {cls.__name__} arguments; allowed: {sorted(allowed)}")
