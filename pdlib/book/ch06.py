@@ -98,23 +98,36 @@ def _n_samples(ev: dict, fid_key: str) -> int:
 
 
 def benchmark_table(bench: dict) -> Table:
-    """benchmarks/fixed_point.json: per pair, the DiT and FPDM parameters, training memory (MiB),
-    training and sampling images/s, and FPDM ÷ DiT. ``values``: ``pairs`` {pair: dict(params,
-    memory, train_ips, sample_ips ratios, params_ok, memory_ok)}, ``xl`` (counts and ratio)."""
+    """benchmarks/fixed_point.json: per pair, the DiT's and the FPDM's parameters, training
+    memory (the peak of one step plus the state kept between steps: weights, gradients, AdamW's
+    moments; MiB), training and sampling images/s, and FPDM ÷ DiT. ``values``: ``pairs`` {name:
+    dict(params, memory, memory_peak, train_images_per_s, sample_images_per_s (ratios), batch,
+    k, dit_depth)}, ``xl`` dict(dit_params, fpdm_params, ratio)."""
     rows, pairs = [], {}
-    for name, p in bench["pairs"].items():
-        dit, fp = p["dit"], p["fpdm"]
-        r = p["ratios"]
-        pairs[name] = dict(r, **{k: p["targets"][k] for k in p["targets"]},
-                           dit=dit, fpdm=fp, label=p.get("label", name))
-        for who, m in (("DiT", dit), ("FPDM", fp)):
-            rows.append([f"{p.get('label', name)}: {who} ({m['preset_label']})",
-                         f"{m['params'] / 1e6:.2f}M", f"{m['train_memory_mib']:.0f}",
-                         f"{m['train_images_per_s']:.0f}", f"{m['sample_images_per_s']:.0f}"])
-        rows.append([f"{p.get('label', name)}: FPDM ÷ DiT", fmt(r["params"], 2), fmt(r["memory"], 2),
-                     fmt(r["train_images_per_s"], 2), fmt(r["sample_images_per_s"], 2)])
-    return Table(["network", "parameters", "training memory (MiB)", "train img/s", "sample img/s"],
-                 rows, dict(pairs=pairs, xl=bench["xl"]))
+    for p in bench["pairs"]:
+        d, f, r = p["dit"], p["fpdm"], p["ratios"]
+        pairs[p["name"]] = dict(params=r["params"], memory=r["train_memory_with_state"],
+                                memory_peak=r["train_memory"],
+                                train_images_per_s=r["train_images_per_s"],
+                                sample_images_per_s=r["sample_images_per_s"], batch=p["batch"],
+                                k=tuple(p["train_iterations"]),
+                                dit_depth=d["net"].get("depth"))
+        k1, k2 = p["train_iterations"]
+        for who, m in ((f"DiT, {d['net'].get('depth', '?')} blocks", d),
+                       (f"FPDM, k1 = {k1}, k2 = {k2}", f)):
+            rows.append([p["name"], who, f"{m['params'] / 1e6:.2f}M",
+                         f"{m['train']['total_mb']:.0f}", f"{m['train']['images_per_s']:.1f}",
+                         f"{m['sample']['images_per_s']:.0f}"])
+        rows.append([p["name"], "FPDM ÷ DiT", fmt(r["params"], 3), fmt(r["train_memory_with_state"], 3),
+                     fmt(r["train_images_per_s"], 3), fmt(r["sample_images_per_s"], 3)])
+    xl = bench["release_scale"]
+    rows.append(["DiT-XL/2 width", "FPDM-XL/2 ÷ DiT-XL/2",
+                 f"{xl['fpdm']['params'] / 1e6:.1f}M ÷ {xl['dit']['params'] / 1e6:.1f}M "
+                 f"= {fmt(xl['ratio'], 3)}", "—", "—", "—"])
+    return Table(["pair", "network", "parameters", "training memory (MB)", "train img/s",
+                  "sample img/s"], rows,
+                 dict(pairs=pairs, xl=dict(dit_params=xl["dit"]["params"],
+                                           fpdm_params=xl["fpdm"]["params"], ratio=xl["ratio"])))
 
 
 # --- verdicts -----------------------------------------------------------------------------------

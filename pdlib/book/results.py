@@ -430,6 +430,12 @@ def _bench_labels(bench: dict) -> dict[str, str]:
             f"Patch-by-patch, {N}×{N}: sampling peak memory, all tiles batched (the release) ÷ untiled")
         labels[f"N={N} train memory"] = (
             f"Patch-by-patch, {N}×{N}: training-step peak memory, one tile per image ÷ untiled")
+    for pair, what in (("chapter", "FPDM ÷ the chapter's 6-block DiT"),
+                       ("paper-shaped", "FPDM at k2 = 12 ÷ a 28-block DiT of its width")):
+        labels[f"{pair} params"] = f"{what}: parameters"
+        labels[f"{pair} train_memory"] = f"{what}: a training step's peak above the kept state"
+        labels[f"{pair} train_memory_with_state"] = f"{what}: training memory (peak + state)"
+    labels["release-scale params"] = "FPDM-XL/2 ÷ DiT-XL/2: parameters"
     return labels
 
 

@@ -45,15 +45,15 @@ class FPDMOptions(VPOptions):
 
     def validate(self) -> None:
         super().validate()
-        from pdlib._checks import check, is_int
+        from pdlib._checks import check, is_int, is_num
         from pdlib.nets.fixed_point import REALLOCATIONS, SOLVERS
         _check_range("k1_range", self.k1_range)
         _check_range("k2_range", self.k2_range)
         check(self.k2_range[0] >= 1, "method.k2_range", self.k2_range,
               "lo >= 1: every batch backpropagates through at least one iteration")
         check(self.solver in SOLVERS, "method.solver", self.solver, f"one of {sorted(SOLVERS)}")
-        check(self.tol is None or (isinstance(self.tol, (int, float)) and not isinstance(self.tol, bool)
-                                   and self.tol > 0), "method.tol", self.tol, "None or a number > 0")
+        check(self.tol is None or (is_num(self.tol) and self.tol > 0), "method.tol", self.tol,
+              "None or a finite number > 0")
         check(self.iters is None or (is_int(self.iters) and self.iters >= 1), "method.iters",
               self.iters, "None or an int >= 1")
         check(self.budget is None or (is_int(self.budget) and self.budget >= 1), "method.budget",

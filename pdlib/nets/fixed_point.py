@@ -18,7 +18,7 @@ Evaluation: `solve` with Picard or Anderson acceleration, a maximum iteration co
 residual tolerance. Inside `net.solving(iters=[...], reuse=True, ...)` each forward call takes the
 next count of a per-step plan (`allocate_iterations`: reallocation of a total budget across the
 sampling steps) and may start from the previous call's solution (reuse); `net.trace` records the
-residual of every iteration of every call.
+residual of every iteration of every call inside it.
 """
 from __future__ import annotations
 
@@ -63,13 +63,18 @@ def _check_solve_args(max_iter, tol) -> None:
 
 
 def picard(f: Map, z0: torch.Tensor, max_iter: int, tol: float | None = None,
-           **unused) -> tuple[torch.Tensor, SolveInfo]:
+           record: bool = True, **unused) -> tuple[torch.Tensor, SolveInfo]:
     """Picard (fixed-point) iteration z_{k+1} = f(z_k) from z0, at most max_iter evaluations of f;
-    stops early once the relative residual ‖f(z_k) − z_k‖/‖f(z_k)‖ < tol. Returns the last f(z_k)."""
+    stops early once the relative residual ‖f(z_k) − z_k‖/‖f(z_k)‖ < tol. Returns the last f(z_k).
+    record=False (and tol None) skips the residuals (no device sync per iteration: training)."""
     _check_solve_args(max_iter, tol)
     info, z = SolveInfo(), z0
+    record = record or tol is not None
     for _ in range(max_iter):
         fz = f(z)
+        if not record:
+            z = fz
+            continue
         info.residuals.append(_relative_residual(fz.detach(), z.detach()))
         z = fz
         if tol is not None and info.residuals[-1] < tol:
@@ -151,15 +156,13 @@ def allocate_iterations(budget: int, steps: int, mode: str = "fixed",
     raw = budget * w / w.sum()
     counts = raw.floor().long().clamp(min=1)
     rest = budget - int(counts.sum())
-    order = torch.argsort(raw - raw.floor(), descending=True, stable=True)
-    i = 0
-    while rest > 0:                                    # hand out what rounding down left over
+    behind = raw - counts                              # how far each step is below its share
+    order = torch.argsort(behind, descending=True, stable=True)
+    for i in range(max(rest, 0)):                      # hand out what rounding down left over
         counts[order[i % steps]] += 1
-        rest, i = rest - 1, i + 1
-    while rest < 0:                                    # the clamp to 1 overspent: take from the largest
-        j = int(torch.argmax(counts))
-        counts[j] -= 1
-        rest += 1
+    for _ in range(max(-rest, 0)):                     # the clamp to 1 overspent: take from the
+        over = torch.where(counts > 1, behind, torch.full_like(behind, math.inf))
+        counts[int(torch.argmin(over))] -= 1           # step most above its share that has > 1
     return counts.tolist()
 
 
@@ -263,7 +266,8 @@ class FixedPointDiT(nn.Module):
         z, info = SOLVERS[p["solver"]](f, z0, k, p["tol"], **p["kwargs"])
         p["call"] += 1
         p["z_prev"] = z.detach()
-        self.trace.append(info)
+        if self._plan is not None:                           # record only inside solving()
+            self.trace.append(info)
         return z
 
     def _head(self, x_in, noise_labels, class_labels, positions):
@@ -293,7 +297,7 @@ class FixedPointDiT(nn.Module):
         if self.training and torch.is_grad_enabled():
             k1, k2 = self.train_iterations
             with torch.no_grad():
-                z, _ = picard(f, z0, k1)
+                z, _ = picard(f, z0, k1, record=False)
             z = z.detach()
             for _ in range(k2):                                # backpropagation through these only
                 z = f(z)
