@@ -4,6 +4,8 @@ A loss is `loss_fn(model, x0, generator=None, **cond) -> [B]` per-sample losses 
 the training loop averages them. Which model each loss takes:
 
 * `EDMLoss` takes the denoiser `EDMPrecond` (it only needs D(x, σ)).
+* `BlurLoss` (Relay Diffusion's stage 2, Teng et al. 2024) takes `EDMPrecond` too: blurred,
+  block-noised inputs, the clean x0 as target.
 * `TileLoss` (patch-by-patch, Arakawa et al. 2023) takes either, and the tiles to train on.
 * `VPLoss` takes a `VPPrecond` (anything with `.predict(x_t, t, class_labels, extra)` and
   `.prediction` / `.learn_sigma`): ε- and v-targets need the raw network output, not D.
@@ -26,7 +28,7 @@ from pdlib.precond import PREDICTIONS, SIGMA_DATA, prediction_target, x0_from_pr
 from pdlib.schedules import VPSchedule
 
 __all__ = [
-    "WEIGHTINGS", "loss_weight", "EDMLoss", "VPLoss", "TileLoss", "uniform_t", "uniform_t_in_snr_interval",
+    "WEIGHTINGS", "loss_weight", "EDMLoss", "BlurLoss", "VPLoss", "TileLoss", "uniform_t", "uniform_t_in_snr_interval",
     "drop_labels", "normal_kl", "discretized_gaussian_log_likelihood", "vb_terms_bpd",
 ]
 
@@ -107,6 +109,47 @@ class EDMLoss:
         eps = torch.randn(x0.shape, generator=generator, device=_device_of(generator, x0.device),
                           dtype=x0.dtype).to(x0.device)
         D = denoiser(x0 + s * eps, sigma, **cond)                                 # (B, C, H, W)
+        return _mean_flat(weight * (D - x0) ** 2)
+
+
+class BlurLoss:
+    """Relay Diffusion's stage-2 loss (Teng et al. 2024, pdlib.blur eqs. 7.1–7.4): t ~ U(t_min, 1),
+    x_t = blur(x0, σ_B(t)) + σ(t)·(ε + s_b·ε_block), and λ(σ)·mean‖D(x_t, σ) − x0‖² with EDM's
+    λ(σ) = (σ²+σd²)/(σ·σd)² capped at max_weight. D is EDM-preconditioned and sees only σ: the
+    blur level is a function of σ."""
+
+    def __init__(self, blur, s_block: float = 0.15, sigma_data: float = SIGMA_DATA,
+                 t_min: float = 1e-3, max_weight: float = 1e5):
+        from pdlib._checks import check, is_num
+        check(is_num(s_block) and s_block >= 0, "s_block", s_block, "a number >= 0")
+        check(is_num(sigma_data) and sigma_data > 0, "sigma_data", sigma_data, "a number > 0")
+        check(is_num(t_min) and 0 < t_min < 1, "t_min", t_min, "a number in (0, 1)")
+        check(is_num(max_weight) and max_weight > 0, "max_weight", max_weight, "a number > 0")
+        self.blur, self.s_block, self.sigma_data = blur, float(s_block), float(sigma_data)
+        self.t_min, self.max_weight = float(t_min), float(max_weight)
+
+    def noisy(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None):
+        """(x_t, σ) of eq. 7.4 for images x0 (B, C, H, W) at times t (B,)."""
+        from pdlib.blur import block_noise
+        dev = _device_of(generator, x0.device)
+        sigma = self.blur.sigma(t).to(dtype=x0.dtype, device=x0.device)               # (B,)
+        noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+        if self.s_block > 0:
+            noise = noise + self.s_block * block_noise(x0.shape, self.blur.up_scale, generator,
+                                                       dev, x0.dtype)
+        blurred = self.blur.blur(x0, self.blur.blur_sigma(t).to(x0.device))
+        return blurred + sigma.reshape(-1, 1, 1, 1) * noise.to(x0.device), sigma
+
+    def __call__(self, denoiser, x0: torch.Tensor, generator: torch.Generator | None = None,
+                 **cond) -> torch.Tensor:
+        B = x0.shape[0]
+        u = torch.rand(B, generator=generator, device=_device_of(generator, x0.device),
+                       dtype=torch.float64).to(x0.device)
+        t = self.t_min + (1 - self.t_min) * u
+        x_t, sigma = self.noisy(x0, t, generator)
+        s = sigma.reshape(-1, 1, 1, 1)
+        weight = ((s ** 2 + self.sigma_data ** 2) / (s * self.sigma_data) ** 2).clamp_max(self.max_weight)
+        D = denoiser(x_t, sigma, **cond)
         return _mean_flat(weight * (D - x0) ** 2)
 
 

@@ -24,11 +24,12 @@ TRAIN_PARAMS = {"method", "preset", "dataset", "resolution", "n_data", "class_co
                 "overwrite"}
 
 
-def notebook_runner(runs: Path, out: Path) -> Callable[[dict], None]:
+def notebook_runner(runs: Path, out: Path, wait_minutes: float = 0) -> Callable[[dict], None]:
     """run(job): a 'train' job (params of TrainConfig.flat) or an 'evaluate' job (params of the
-    evaluate notebook; its `run`, one name or a list, must be trained) through papermill, one
-    thread, its executed notebook and log in runs/NAME.KIND.*; a finished training copies its
-    config and metrics log into `out` and writes done.json into its run folder."""
+    evaluate notebook; its `run`, one name or a list, must be trained, or finish training within
+    wait_minutes: another chain may be training it) through papermill, one thread, its executed
+    notebook and log in runs/NAME.KIND.*; a finished training copies its config and metrics log
+    into `out` and writes done.json into its run folder."""
     def run(job: dict) -> None:
         name, kind = job["name"], job["kind"]
         notebook = ROOT / "notebooks" / "experiments" / f"{kind}.ipynb"
@@ -40,6 +41,11 @@ def notebook_runner(runs: Path, out: Path) -> Callable[[dict], None]:
             params["extra"] = {k: params.pop(k) for k in list(params) if k not in TRAIN_PARAMS}
         else:
             for r in ([job["run"]] if isinstance(job["run"], str) else job["run"]):
+                deadline = time.time() + 60 * wait_minutes
+                if not (runs / r / "done.json").is_file() and wait_minutes:
+                    print(f"[{time.strftime('%H:%M:%S')}] {name} waits for {r}", flush=True)
+                while not (runs / r / "done.json").is_file() and time.time() < deadline:
+                    time.sleep(20)
                 if not (runs / r / "done.json").is_file():
                     raise RuntimeError(f"{name}: its training run {r} has not finished")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -76,15 +76,23 @@ def test_every_method_on_every_net_family(method, family, class_cond):
     assert grads and all(torch.isfinite(gr).all() for gr in grads)
     assert sum(gr.abs().sum() for gr in grads) > 0                   # the loss reaches the weights
     m.denoiser.eval()
-    out = m.sample(3, generator=torch.Generator().manual_seed(1), steps=2)
+    out = m.sample(3, generator=torch.Generator().manual_seed(1), steps=2, **_inputs(m, 3))
     assert out.shape == (3, 1, 8, 8) and torch.isfinite(out).all() and out.abs().max() <= 1
     if class_cond:
         guided = m.sample(2, generator=torch.Generator().manual_seed(1), steps=2, guidance=2.0,
-                          class_labels=torch.tensor([3, 4]))
+                          class_labels=torch.tensor([3, 4]), **_inputs(m, 2))
         assert guided.shape == (2, 1, 8, 8) and torch.isfinite(guided).all()
     else:
         with pytest.raises(ValueError, match="guidance"):
-            m.sample(1, steps=2, guidance=2.0)
+            m.sample(1, steps=2, guidance=2.0, **_inputs(m, 1))
+
+
+def _inputs(m, n: int) -> dict:
+    """What sample() needs besides noise: nothing, or (relay, which continues from
+    low-resolution images) n low-resolution images."""
+    if m.samples_alone:
+        return {}
+    return {"low_res": torch.rand(n, *m.low_shape, generator=torch.Generator().manual_seed(2)) * 2 - 1}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
