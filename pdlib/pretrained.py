@@ -9,7 +9,7 @@ committed models of the book loaded by name, without unpickling anything.
 An export is one `.safetensors` file: the EMA state dict (fp16 by default, fp32 on request) and
 string metadata: `format`, the full config (`config`, JSON of pdlib.config.TrainConfig, any
 version through migrate), the training `step`, where it came from (`source`, `git_revision`), and
-optionally a `reference` sample recipe (seed, n, sampler, steps, guidance) whose grid is stored
+optionally a `reference` sample recipe (seed, n, sampler, steps, guidance, options) whose grid is stored
 beside it as `<name>.png`, so a test can regenerate it and compare. safetensors holds raw tensors
 only: loading one runs no code. Training checkpoints (`.pt`) load with
 torch.load(weights_only=True) (pdlib.checkpoint).
@@ -168,9 +168,16 @@ def pretrained(name: str, device="cpu"):
 
 @torch.no_grad()
 def reference_samples(method, reference: dict) -> torch.Tensor:
-    """The samples of a reference recipe {seed, n, sampler, steps, guidance} (images in [-1, 1])."""
+    """The samples of a reference recipe {seed, n, sampler, steps, guidance, options} (images in
+    [-1, 1]); `options`: more keyword arguments of the method's sample(), e.g. a relay's
+    {"stage1": "ch07-stage1", "stage1_steps": 9}."""
     g = torch.Generator().manual_seed(int(reference.get("seed", 0)))
     kw = {k: reference[k] for k in ("sampler", "guidance") if k in reference}
+    options = reference.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"reference options={options!r} is invalid; allowed: a dict of "
+                         "sample() keyword arguments")
+    kw.update(options)
     return method.sample(int(reference.get("n", 16)), generator=g, steps=reference.get("steps"), **kw)
 
 

@@ -45,13 +45,13 @@ def eval_label(ev: dict) -> str:
     return ", ".join(parts)
 
 
-def training_table(folder=FOLDER, runs=("dit", "fpdm")) -> Table:
+def training_table(folder=FOLDER, runs=("dit", "fpdm"), script=SCRIPT) -> Table:
     """One row per training run: network, parameters, steps reached, minutes, seconds per step,
     final logged loss. ``values``: {name: dict(steps, minutes, s_per_step, loss, params)}."""
     d = _dir(folder)
     rows, v = [], {}
     for name in runs:
-        cfg = _need(d / f"{name}.config.json", SCRIPT)
+        cfg = _need(d / f"{name}.config.json", script)
         log = [r for r in read_log(d / f"{name}.metrics.jsonl") if "loss" in r]
         last = log[-1]
         steps, minutes = int(last["step"]), float(last["time"]) / 60

@@ -436,6 +436,12 @@ def _bench_labels(bench: dict) -> dict[str, str]:
         labels[f"{pair} train_memory"] = f"{what}: a training step's peak above the kept state"
         labels[f"{pair} train_memory_with_state"] = f"{what}: training memory (peak + state)"
     labels["release-scale params"] = "FPDM-XL/2 ÷ DiT-XL/2: parameters"
+    for relay, edm in (("r5-5", "edm-s10"), ("r9-9", "edm-s18")):
+        a, b = relay[1:].replace("-", " + "), edm.split("-s")[1]
+        labels[f"{relay} ÷ {edm} time at equal total NFE"] = (
+            f"Relay {a} ÷ EDM {b} steps: time per image at equal total calls")
+        labels[f"{relay} ÷ {edm} time at equal or better FID"] = (
+            f"Relay {a} ÷ EDM {b} steps: time per image, the relay's FID no worse")
     return labels
 
 
