@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -200,6 +201,124 @@ class PeakMemory:
         elif self._base is not None:
             hwm = _status_kib("VmHWM")
             self.mb = None if hwm is None else (hwm - self._base) / 1024
+
+
+# ----------------------------------------------------------------------------------------------
+# Peak memory of one call in a worker process (benchmarks/tiled_memory.py, benchmarks/fixed_point.py).
+
+# glibc raises its mmap threshold (up to 32 MiB) after large buffers are freed and then serves them
+# from the heap, whose reuse and fragmentation move a CPU peak by tens of MB from run to run; with
+# the threshold fixed at its initial 128 KiB during the measured call (mallopt), every large buffer
+# is mapped and unmapped, and the peak is that of the live buffers, repeatable to ~0.1 MB. The
+# timed calls run with the threshold at glibc's cap (32 MiB; trim at 64 MiB), like the dynamic
+# threshold's steady state: mapping every buffer afresh would double a call's time (page faults).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MEASURE_MMAP, TIMING_MMAP, TIMING_TRIM = 128 * 1024, 32 * 2 ** 20, 64 * 2 ** 20
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's mallopt; False where it is not there (another libc) or refused."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(param, value))
+    except (OSError, AttributeError):
+        return False
+
+
+def statm_rss_kib() -> float:
+    """The resident memory now (/proc/self/statm), KiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def hwm_kib() -> int | None:
+    """The process's resident high-water mark VmHWM (/proc/self/status), KiB; None where it is not there."""
+    return _status_kib("VmHWM")
+
+
+def maxrss_kib() -> int:
+    """getrusage's ru_maxrss (KiB on Linux). A child started by fork/vfork + exec inherits its
+    parent's lifetime value, so VmHWM is the peak to use where it exists."""
+    import resource                                            # Unix only
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def fixes_malloc(device: torch.device, malloc: str = "fixed") -> bool:
+    """Whether `measure_peak` fixes glibc's thresholds for the call: malloc "fixed" on the CPU."""
+    return malloc == "fixed" and device.type == "cpu"
+
+
+def measure_peak(measured: Callable[[], float], device: torch.device, malloc: str = "fixed",
+                 reset_hwm: bool = False, restore: bool = True) -> tuple[float, float, dict]:
+    """One call of `measured` (which returns its seconds) and its peak memory above the level just before it.
+
+    Returns (the call's seconds, the peak in MiB above the baseline, the measurement's info). The
+    caller runs gc first. With malloc "fixed" on the CPU, glibc's mmap and trim thresholds are
+    fixed at `MEASURE_MMAP` for the call (info "mmap_threshold_fixed": whether glibc accepted) and,
+    if `restore`, set to the timing thresholds (`TIMING_MMAP`, `TIMING_TRIM`) afterwards.
+
+    - CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus the memory
+      allocated just before the call (info "allocated_before_mb");
+    - CPU: the high-water mark VmHWM (getrusage's ru_maxrss where VmHWM is not there) after the call
+      minus the resident memory (/proc/self/statm) just before it, after malloc_trim. `reset_hwm`
+      (for measurements in a process that measured before) first resets VmHWM through
+      /proc/self/clear_refs (info "hwm_reset" where that worked). Info: "peak_source",
+      "baseline_rss_mb", "headroom_before_call_mb" (the high-water mark above the baseline before
+      the call), "peak_raised_by_call" (the measurement is the call's own only if the call went
+      above that), and ru_maxrss before and after, minus the baseline, and whether it was inherited
+      from a parent (above VmHWM by more than 1 MiB before the call).
+    """
+    info: dict = {}
+    fixed = fixes_malloc(device, malloc)
+    if fixed:
+        info["mmap_threshold_fixed"] = mallopt(M_MMAP_THRESHOLD, MEASURE_MMAP) and \
+            mallopt(M_TRIM_THRESHOLD, MEASURE_MMAP)
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        first_s = measured()
+        peak_mb = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+        info.update(allocated_before_mb=base / 2 ** 20)
+    else:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        if reset_hwm:                                          # forget this process's earlier peaks
+            with contextlib.suppress(OSError):
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                info["hwm_reset"] = True
+        base = statm_rss_kib()
+        hwm0, maxrss0 = hwm_kib(), maxrss_kib()
+        first_s = measured()
+        hwm1, maxrss1 = hwm_kib(), maxrss_kib()
+        before = hwm0 if hwm0 is not None else maxrss0
+        after = hwm1 if hwm1 is not None else maxrss1
+        peak_mb = (after - base) / 1024
+        info.update(
+            peak_source="VmHWM" if hwm1 is not None else "ru_maxrss",
+            baseline_rss_mb=base / 1024,
+            # The high-water mark above the baseline before the call (left by loading, building and
+            # the warm-up): the measurement is the call's own only if the call went above it.
+            headroom_before_call_mb=(before - base) / 1024,
+            peak_raised_by_call=after > before,
+            ru_maxrss_before_mb=maxrss0 / 1024, ru_maxrss_after_mb=maxrss1 / 1024,
+            ru_maxrss_minus_baseline_mb=(maxrss1 - base) / 1024,
+            ru_maxrss_inherited=hwm0 is not None and maxrss0 > hwm0 + 1024)
+    if fixed and restore:
+        mallopt(M_MMAP_THRESHOLD, TIMING_MMAP)
+        mallopt(M_TRIM_THRESHOLD, TIMING_TRIM)
+    return first_s, peak_mb, info
+
+
+def run_worker(script: Path, spec: dict) -> dict:
+    """One measurement in a fresh interpreter (`script --worker JSON`, run from ROOT); its JSON is the
+    last line of its output. RuntimeError with the end of its stderr if it fails."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------------------------

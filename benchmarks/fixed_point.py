@@ -31,15 +31,15 @@ the same run, so that its ratios come from one run):
 
 Each measurement runs in a FRESH process (this script with a hidden --worker flag), which builds the
 net (seed 0), warms up with one full call on ONE image (--warmup small; this also allocates the
-gradients and AdamW's two moment buffers), then measures one call on the batch, exactly as
-`benchmarks/tiled_memory.py` does:
+gradients and AdamW's two moment buffers), then measures one call on the batch with
+`common.measure_peak`, exactly as `benchmarks/tiled_memory.py` does:
 
 - CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus the memory allocated
   just before the call ("cuda_max_allocated");
 - CPU: the process's high-water mark VmHWM after the call minus the resident memory just before it
   (/proc/self/statm, after gc and malloc_trim), with glibc's mmap threshold fixed at 128 KiB during
-  the call ("cpu_peak_rss_minus_baseline"; see tiled_memory.py for why). Each worker checks that the
-  call raised the high-water mark (`peak_raised_by_call`).
+  the call ("cpu_peak_rss_minus_baseline"; see common.py and tiled_memory.py for why). Each worker
+  checks that the call raised the high-water mark (`peak_raised_by_call`).
 
 The measured peak is what the step adds on top of the state that persists between steps (parameters,
 gradients, AdamW moments); that state is counted from the tensors (`persistent_mb`) and
@@ -57,22 +57,16 @@ classes, learn_sigma) are counted on the meta device (no memory): 674.8M and 86.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import gc
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from common import ROOT, autocast_ctx, parse_common, start, sync, write_json
-from tiled_memory import (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MEASURE_MMAP, TIMING_MMAP, TIMING_TRIM,
-                          _hwm_kib, _mallopt, _maxrss_kib, _statm_rss_kib)
+from common import autocast_ctx, measure_peak, parse_common, run_worker as _run_worker, start, sync, write_json
 
 # The images both nets of a pair see: 1-channel 32×32 (Fashion-MNIST's shape), 10 classes, P = 4.
 NET = dict(patch_size=4, in_channels=1, resolution=32, num_classes=10)
@@ -235,37 +229,10 @@ def worker(spec: dict) -> dict:
 
     persistent_mb = persistent()
     info = dict(warmup=spec["warmup"], fresh_process=spec.get("fresh", True))
-    fixed = spec["malloc"] == "fixed" and device.type == "cpu"
-    if fixed:
-        info["mmap_threshold_fixed"] = _mallopt(M_MMAP_THRESHOLD, MEASURE_MMAP) and \
-            _mallopt(M_TRIM_THRESHOLD, MEASURE_MMAP)
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        first_s = measured()
-        peak_mb = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-        info.update(allocated_before_mb=base / 2 ** 20)
-    else:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        if not spec.get("fresh", True):                        # in-process: forget earlier peaks
-            with contextlib.suppress(OSError):
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-                info["hwm_reset"] = True
-        base = _statm_rss_kib()
-        hwm0, maxrss0 = _hwm_kib(), _maxrss_kib()
-        first_s = measured()
-        hwm1, maxrss1 = _hwm_kib(), _maxrss_kib()
-        before, after = (hwm0, hwm1) if hwm1 is not None else (maxrss0, maxrss1)
-        peak_mb = (after - base) / 1024
-        info.update(peak_source="VmHWM" if hwm1 is not None else "ru_maxrss", baseline_rss_mb=base / 1024,
-                    headroom_before_call_mb=(before - base) / 1024, peak_raised_by_call=after > before)
-    if fixed:
-        _mallopt(M_MMAP_THRESHOLD, TIMING_MMAP)
-        _mallopt(M_TRIM_THRESHOLD, TIMING_TRIM)
+    # In-process (not a fresh worker): VmHWM is reset before the call, to forget earlier peaks.
+    first_s, peak_mb, measurement = measure_peak(measured, device, spec["malloc"],
+                                                 reset_hwm=not spec.get("fresh", True))
+    info.update(measurement)
     measured()                                                 # untimed: the one warm-up of the timing
     times = [measured() for _ in range(spec["repeats"])]
     t = statistics.median(times)
@@ -276,11 +243,7 @@ def worker(spec: dict) -> dict:
 
 def run_worker(spec: dict) -> dict:
     """One measurement in a fresh interpreter (this script, --worker); its JSON is the last line."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {spec} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _run_worker(Path(__file__), spec)
 
 
 # ----------------------------------------------------------------------------------------------

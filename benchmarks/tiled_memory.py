@@ -22,7 +22,7 @@ accept) so that library code and kernels are loaded, then measures one call:
   just before the call ("cuda_max_allocated");
 - CPU: the peak resident memory after the call minus the resident memory (/proc/self/statm) just
   before it, after gc and malloc_trim ("cpu_peak_rss_minus_baseline"), with glibc's mmap threshold
-  fixed at 128 KiB for that call (mallopt, `MEASURE_MMAP`: the live buffers' peak, repeatable;
+  fixed at 128 KiB for that call (mallopt, `common.MEASURE_MMAP`: the live buffers' peak, repeatable;
   --malloc default keeps glibc's dynamic threshold, whose heap reuse moves the peaks by tens of MB
   from run to run). The peak is the process's own high-water mark VmHWM (/proc/self/status);
   getrusage's ru_maxrss is recorded too but not used where VmHWM exists, because on Linux a child
@@ -31,7 +31,8 @@ accept) so that library code and kernels are loaded, then measures one call:
   high-water mark (`peak_raised_by_call`): neither loading, building nor the warm-up had reached it.
 
 Time per image is the median of `repeats` further calls ÷ n, in the same worker (one thread by
-default; on the CPU after one untimed call at glibc's usual threshold, `TIMING_MMAP`). Ratios
+default; on the CPU after one untimed call at glibc's usual threshold, `common.TIMING_MMAP`). The
+measurement (both paths) is `common.measure_peak`, shared with benchmarks/fixed_point.py. Ratios
 are to N = 1. The targets (from the issue): with sequential tiles, the sampling peak at 2×2 <= 0.55×
 and at 4×4 <= 0.3× the untiled network's; the batched layout's ratio and the training-step ratios
 are recorded without a target (the batched layout should be ≈ 1 or more).
@@ -40,64 +41,25 @@ are recorded without a target (the batched layout should be ≈ 1 or more).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import gc
 import json
-import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from common import ROOT, parse_common, start, sync, write_json
+from common import fixes_malloc, measure_peak, parse_common, run_worker as _run_worker, start, sync, write_json
 
 PRESET = "small"
 TARGETS = {2: 0.55, 4: 0.3}                     # grid N -> sequential sampling peak ÷ untiled, at most
 FULL = dict(resolution=128, batch=4, channels=3, repeats=3, grids="1,2,4,8")
 QUICK = dict(resolution=64, batch=2, channels=1, repeats=1, grids="1,2,4")
 SIGMA = 1.0                                     # the noise level of the measured denoiser evaluation
-# glibc raises its mmap threshold (up to 32 MiB) after large buffers are freed and then serves them
-# from the heap, whose reuse and fragmentation move a CPU peak by tens of MB from run to run; with
-# the threshold fixed at its initial 128 KiB during the measured call (mallopt), every large buffer
-# is mapped and unmapped, and the peak is that of the live buffers, repeatable to ~0.1 MB. The
-# timed calls run with the threshold at glibc's cap (32 MiB; trim at 64 MiB), like the dynamic
-# threshold's steady state: mapping every buffer afresh would double a call's time (page faults).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MEASURE_MMAP, TIMING_MMAP, TIMING_TRIM = 128 * 1024, 32 * 2 ** 20, 64 * 2 ** 20
-
-
-def _mallopt(param: int, value: int) -> bool:
-    """glibc's mallopt; False where it is not there (another libc) or refused."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(param, value))
-    except (OSError, AttributeError):
-        return False
 
 
 # ----------------------------------------------------------------------------------------------
 # The worker: one measurement in a fresh process.
-
-def _statm_rss_kib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
-
-
-def _hwm_kib() -> int | None:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return None
-
-
-def _maxrss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss      # KiB on Linux
-
 
 def build(spec: dict, device: torch.device):
     """The tiled method of one configuration (N = 1: the untiled net)."""
@@ -149,41 +111,11 @@ def worker(spec: dict) -> dict:
     elif spec["warmup"] == "full":                      # diagnostics: what a full-size warm-up hides
         call(images)
     gc.collect()
-    info = dict(warmup=spec["warmup"])
-    fixed = spec["malloc"] == "fixed" and device.type == "cpu"
-    if fixed:
-        info["mmap_threshold_fixed"] = _mallopt(M_MMAP_THRESHOLD, MEASURE_MMAP) and \
-            _mallopt(M_TRIM_THRESHOLD, MEASURE_MMAP)
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        first_s = measured()
-        peak_mb = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-        info.update(allocated_before_mb=base / 2 ** 20)
-    else:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        base = _statm_rss_kib()
-        hwm0, maxrss0 = _hwm_kib(), _maxrss_kib()
-        first_s = measured()
-        hwm1, maxrss1 = _hwm_kib(), _maxrss_kib()
-        peak_kib = (hwm1 if hwm1 is not None else maxrss1) - base
-        peak_mb = peak_kib / 1024
-        info.update(
-            peak_source="VmHWM" if hwm1 is not None else "ru_maxrss",
-            baseline_rss_mb=base / 1024,
-            # The high-water mark above the baseline before the call (left by loading, building and
-            # the warm-up): the measurement is the call's own only if the call went above it.
-            headroom_before_call_mb=((hwm0 if hwm0 is not None else maxrss0) - base) / 1024,
-            peak_raised_by_call=(hwm1 if hwm1 is not None else maxrss1) > (hwm0 if hwm0 is not None else maxrss0),
-            ru_maxrss_before_mb=maxrss0 / 1024, ru_maxrss_after_mb=maxrss1 / 1024,
-            ru_maxrss_minus_baseline_mb=(maxrss1 - base) / 1024,
-            ru_maxrss_inherited=hwm0 is not None and maxrss0 > hwm0 + 1024)
+    fixed = fixes_malloc(device, spec["malloc"])
+    # The thresholds go back to the timing ones only when there are timed calls (then after one untimed call).
+    first_s, peak_mb, measurement = measure_peak(measured, device, spec["malloc"], restore=bool(spec["repeats"]))
+    info = dict(warmup=spec["warmup"], **measurement)
     if fixed and spec["repeats"]:
-        _mallopt(M_MMAP_THRESHOLD, TIMING_MMAP)
-        _mallopt(M_TRIM_THRESHOLD, TIMING_TRIM)
         measured()                                      # untimed: fills the heap at the new threshold
     times = [measured() for _ in range(spec["repeats"])]
     t = statistics.median(times) if times else first_s
@@ -193,11 +125,7 @@ def worker(spec: dict) -> dict:
 
 def run_worker(spec: dict) -> dict:
     """One measurement in a fresh interpreter (this script, --worker); its JSON is the last line."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {spec} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _run_worker(Path(__file__), spec)
 
 
 # ----------------------------------------------------------------------------------------------
