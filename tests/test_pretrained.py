@@ -87,7 +87,8 @@ COMMITTED = sorted(P.WEIGHTS_DIR.glob("*.safetensors"))
 def test_headline_models_are_committed():
     names = P.available()
     assert {"ch01-edm-small", "ch03-patched-cc", "ch04-patch-diffusion", "ch04-edm",
-            "ch05-tiled-2x2", "ch05-untiled", "ch06-fpdm", "ch06-dit"} <= set(names), names
+            "ch05-tiled-2x2", "ch05-untiled", "ch06-fpdm", "ch06-dit", "ch07-stage1", "ch07-stage2",
+            "ch07-edm"} <= set(names), names
     for p in COMMITTED:
         assert p.stat().st_size < 8e6, p                     # a few MB each
 
