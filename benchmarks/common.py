@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +27,10 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:                                    # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
+
+from pdlib.provenance import git_state, machine, utc_iso  # noqa: E402  (after the path above)
+
+STARTED = utc_iso()          # when this benchmark's process imported its helpers (start() resets it)
 
 # The reference family of the issue: ~6.5M parameters, patched 16×16 grid at 64×64 with P = 4.
 # Same widths and depths as the diffusers peer (block_out_channels 64, 128, 128; 2 layers per block;
@@ -56,24 +58,14 @@ QUICK_DIT_BATCH = 8
 # ----------------------------------------------------------------------------------------------
 # Machine.
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def machine_info(device: torch.device) -> dict:
-    """Where the numbers come from: CPU, threads, torch build, GPU."""
-    info = dict(
-        python=platform.python_version(), torch=torch.__version__, platform=platform.platform(),
-        cpu=_cpu_model(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-        cpu_capability=torch.backends.cpu.get_cpu_capability(), device=str(device),
-        load_average_1_5_15=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    )
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+    """Where the numbers come from: pdlib.provenance.machine (CPU, threads, torch build; 'gpu' on a
+    CUDA device), the device and the load average at the time of writing."""
+    info = machine(device)
+    if info.get("gpu") is None:
+        info.pop("gpu", None)
+    info.update(device=str(device),
+                load_average_1_5_15=list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
     return info
 
 
@@ -396,6 +388,8 @@ def warn_if_loaded() -> None:
 
 def start(args) -> torch.device:
     """Apply the common options (threads), warn on a loaded machine, and return the device."""
+    global STARTED
+    STARTED = utc_iso()
     if args.threads:
         torch.set_num_threads(args.threads)
     warn_if_loaded()
@@ -403,8 +397,11 @@ def start(args) -> torch.device:
 
 
 def write_json(path: str | Path, payload: dict, device: torch.device) -> Path:
-    """Write payload with machine info and a UTC timestamp; creates parent folders."""
+    """Write payload with its provenance, creating parent folders: `created` (= `ended`, the UTC
+    time of writing), `started` (when `start` ran, or the helpers were imported), `machine`
+    (machine_info) and `git` (pdlib.provenance.git_state: revision, dirty, changed files)."""
     from pdlib.checkpoint import atomic_write_text
-    doc = dict(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               machine=machine_info(device), **payload)
+    ended = utc_iso()
+    doc = dict(created=ended, started=STARTED, ended=ended, machine=machine_info(device),
+               git=git_state(ROOT), **payload)
     return atomic_write_text(json.dumps(doc, indent=1, default=float) + "\n", path)

@@ -10,7 +10,9 @@ guided; a negative w samples away from the class, which no chapter means, and gu
 class-conditional model), steps None or >= 1, counts >= 1, the output folders writable. Samples
 with NaN/inf are refused (`NonFiniteSamplesError`, naming how many) rather than measured; the
 results record what was actually used (the method's default sampler and number of steps when
-None was passed); `write_json` writes strict JSON and refuses NaN/inf values.
+None was passed); `write_json` writes strict JSON and refuses NaN/inf values. Every result
+records its `provenance` (pdlib.provenance): the git revision and dirty flag of the code, the
+machine, the checkpoint's full training config, the sampling seed, and when it started and ended.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ import torch
 from pdlib._checks import check, check_writable, is_int, is_num
 from pdlib.denoisers import NFECounter, learns_variance
 from pdlib.errors import NonFiniteSamplesError
+from pdlib.provenance import git_state, provenance, utc_iso
 
 __all__ = ["generate", "evaluate_checkpoint", "prepare_evaluation", "load_for_evaluation", "x0_mse",
-           "x0_mse_by_t", "write_json", "sampling_used", "check_sampling_args"]
+           "x0_mse_by_t", "write_json", "sampling_used", "check_sampling_args", "training_config"]
 
 
 def check_sampling_args(method=None, *, guidance=1.0, steps=None, seed=0, dynamic_threshold=None,
@@ -150,6 +153,16 @@ def check_sample_options(method, sample_options) -> None:
     for key in sample_options or {}:
         check(key in allowed, "sample_options", key,
               f"options of method {method.name!r}'s sample(): {allowed}")
+
+
+def training_config(method) -> dict | list[dict] | None:
+    """The full training config of a loaded method (TrainConfig.to_dict()); a split model's:
+    the list of its members' configs, model 0 first; None if the method carries none."""
+    members = getattr(method, "methods", None)
+    if members is not None:
+        return [training_config(m) for m in members]
+    cfg = getattr(method, "cfg", None)
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else None
 
 
 def write_json(obj: dict, path) -> Path:
@@ -318,7 +331,10 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
     each N×N tile grid, against n_ref reference images of ref_split. sample_options: more keyword
     options of the method's sample() (FPDM: iters, budget, reallocation, reuse, solver, tol).
     out_json: also write the results there (strict JSON). method: the checkpoint's method,
-    loaded already by prepare_evaluation (None: checked and loaded here).
+    loaded already by prepare_evaluation (None: checked and loaded here). The results'
+    'provenance' (pdlib.provenance.provenance) holds the git state (taken when the evaluation
+    starts), the machine, the checkpoint's training config (``training_config``), the sampling
+    seed, and the evaluation's start and end times.
 
     Every argument is checked before sampling; samples with NaN/inf raise NonFiniteSamplesError
     (no metrics are computed or written); 'sampler', 'steps' and 'variance' in the results are
@@ -334,6 +350,7 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
         method = prepare_evaluation(checkpoint, out_json=out_json, **kw)
     else:
         _check_out_file(out_json, "out_json")
+    started, git = utc_iso(), git_state()         # after the checks: the code that samples
     t0 = time.perf_counter()
     images, nfe = generate(method, n_samples, batch_size=batch_size, seed=seed, sampler=sampler,
                            steps=steps, guidance=guidance, dynamic_threshold=dynamic_threshold,
@@ -372,6 +389,7 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
         result.update(x0_mse(method, x0_mse_t, n=x0_mse_n, seed=ref_seed, device=device))
         if learns_variance(method.denoiser):
             result.update(variance_weights(method, x0_mse_t, n=min(x0_mse_n, 250), seed=ref_seed, device=device))
+    result["provenance"] = provenance(training_config(method), seed, started, git=git, device=device)
     if out_json is not None:
         write_json(result, out_json)
     return result, images

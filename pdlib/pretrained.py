@@ -17,13 +17,13 @@ torch.load(weights_only=True) (pdlib.checkpoint).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 from pdlib.config import TrainConfig
+from pdlib.provenance import git_state
 
 __all__ = ["WEIGHTS_DIR", "FORMAT", "export", "load_method", "pretrained", "available",
            "read_metadata", "reference_samples"]
@@ -34,12 +34,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    return git_state()["revision"]
 
 
 def export(checkpoint, out_path, dtype: str = "fp16", ema: bool = True, reference: dict | None = None,

@@ -1,7 +1,9 @@
 """The job runner the full-run scripts share (scripts/run_ch0N_full.py): chains of jobs (train,
 then its evaluations) run `workers` at a time; a job whose output exists is skipped; a failed
 chain is reported and the others go on; --list and --only. `notebook_runner` runs one job
-through the papermill experiment notebooks."""
+through the papermill experiment notebooks; a finished training records its provenance
+(pdlib.provenance: git state when it started, machine, config, seed, start and end) in its
+done.json and in `out`/NAME.provenance.json."""
 from __future__ import annotations
 
 import argparse
@@ -9,12 +11,17 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:                 # run as a script: pdlib from this checkout
+    sys.path.insert(0, str(ROOT))
+
+from pdlib.provenance import git_state, provenance  # noqa: E402  (after the path above)
 
 # The parameters of notebooks/experiments/train.ipynb; any other TrainConfig field or method
 # option of a train job goes through its `extra` dict.
@@ -24,12 +31,25 @@ TRAIN_PARAMS = {"method", "preset", "dataset", "resolution", "n_data", "class_co
                 "overwrite"}
 
 
+def training_provenance(folder: Path, job: dict, git: dict, started: float, ended: float,
+                        threads: int | None = None) -> dict:
+    """The provenance of a finished training job: git (the state when it started), machine (the
+    kernel's `threads`), the run's resolved config (its config.json), its seed, start and end
+    (Unix times), and the job (name and notebook parameters)."""
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    seed = cfg.get("optim", {}).get("seed", cfg.get("seed"))      # sectioned, or an old flat config
+    prov = provenance(cfg, seed, started, ended, git=git, threads=threads)
+    prov["job"] = dict(name=job["name"], kind=job["kind"], params=job["params"])
+    return prov
+
+
 def notebook_runner(runs: Path, out: Path, wait_minutes: float = 0) -> Callable[[dict], None]:
     """run(job): a 'train' job (params of TrainConfig.flat) or an 'evaluate' job (params of the
     evaluate notebook; its `run`, one name or a list, must be trained, or finish training within
     wait_minutes: another chain may be training it) through papermill, one thread, its executed
     notebook and log in runs/NAME.KIND.*; a finished training copies its config and metrics log
-    into `out` and writes done.json into its run folder."""
+    into `out`, writes its provenance (training_provenance) to `out`/NAME.provenance.json, and
+    done.json (seconds, provenance) into its run folder."""
     def run(job: dict) -> None:
         name, kind = job["name"], job["kind"]
         notebook = ROOT / "notebooks" / "experiments" / f"{kind}.ipynb"
@@ -51,6 +71,7 @@ def notebook_runner(runs: Path, out: Path, wait_minutes: float = 0) -> Callable[
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         cmd = [str(ROOT / ".venv" / "bin" / "papermill"), "-k", "python3", "--cwd", str(ROOT),
                str(notebook), f"{log_base}.ipynb", "-y", json.dumps(params)]
+        git = git_state(ROOT)                  # the code that runs: its state when the job starts
         t0 = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] start {kind} {name}", flush=True)
         with open(f"{log_base}.log", "w") as log:
@@ -58,10 +79,13 @@ def notebook_runner(runs: Path, out: Path, wait_minutes: float = 0) -> Callable[
         if rc != 0:
             raise RuntimeError(f"{kind} {name} failed (exit {rc}); see {log_base}.log")
         if kind == "train":
-            folder = Path(params["out_dir"])
+            folder, stem, t1 = Path(params["out_dir"]), name.replace('/', '-'), time.time()
             for f in ("config.json", "metrics.jsonl"):
-                shutil.copyfile(folder / f, out / f"{name.replace('/', '-')}.{f}")
-            (folder / "done.json").write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
+                shutil.copyfile(folder / f, out / f"{stem}.{f}")
+            prov = training_provenance(folder, job, git, t0, t1, threads=int(env["OMP_NUM_THREADS"]))
+            (out / f"{stem}.provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
+            (folder / "done.json").write_text(json.dumps({"seconds": t1 - t0, "provenance": prov},
+                                                         indent=1) + "\n")
         print(f"[{time.strftime('%H:%M:%S')}] done  {kind} {name} in {time.time() - t0:.0f} s", flush=True)
     return run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pdlib.book import REPO_ROOT, metric, read_json, read_log
+from pdlib.book import REPO_ROOT, evaluation_files, metric, read_json, read_log
 from pdlib.book import ch04 as C
 from pdlib.book.results import FID_MAX, NOT_TESTABLE
 
@@ -87,7 +87,7 @@ def test_fid_time_table_reads_every_checkpoint_in_time_order():
 
 @have_full
 def test_evaluations_and_pair_tables_cover_the_committed_files():
-    n = len([f for f in FULL.glob("*.json") if not f.name.endswith(".config.json")])
+    n = len(evaluation_files(FULL))
     assert C.evaluations_table().values["n"] == n
     pt = C.pair_table({"coordinates off": ("rp0.5-s0", "nocoords-rp0.5-s0")})
     pair = pt.values["pairs"]["coordinates off"]

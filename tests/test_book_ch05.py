@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pdlib.book import REPO_ROOT, metric, read_json
+from pdlib.book import REPO_ROOT, evaluation_files, metric, read_json
 from pdlib.book import ch05 as C
 from pdlib.book.results import NOT_TESTABLE
 
@@ -71,8 +71,8 @@ def test_runs_table_holds_each_evaluations_numbers():
     t = C.runs_table()
     assert all(len(r) == len(t.header) for r in t.rows)
     runs = t.values["runs"]
-    evals = [f for f in FULL.glob("*.json") if not f.name.endswith(".config.json")
-             and not re.search(r"-k\d+$", f.stem)]            # not an earlier checkpoint's
+    evals = [f for f in evaluation_files(FULL)
+             if not re.search(r"-k\d+$", f.stem)]                # not an earlier checkpoint's
     assert any("-k1" in f.stem for f in evals)                # n2-k1-s0: one tile per image
     assert set(runs) == {f.stem for f in evals}
     for f in evals:

@@ -10,7 +10,7 @@ import re
 import nbformat
 import pytest
 
-from pdlib.book import REPO_ROOT, metric, read_json, read_log
+from pdlib.book import REPO_ROOT, evaluation_files, metric, read_json, read_log
 from pdlib.book import results as R
 
 NOTEBOOKS = [REPO_ROOT / "notebooks" / "03_patched_unet.ipynb", REPO_ROOT / "book" / "results.ipynb",
@@ -99,7 +99,7 @@ def test_respacing_and_learned_variance_tables():
 def test_full_runs_table_has_every_evaluation():
     t = R.full_runs_table()
     _one_cell_per_column(t)
-    evals = [f for f in (REPO_ROOT / "results/ch03_full").glob("*.json") if not f.name.endswith(".config.json")]
+    evals = evaluation_files(REPO_ROOT / "results/ch03_full")
     assert len(t.rows) == len(evals)
 
 

@@ -15,7 +15,11 @@ import math
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from pdlib.provenance import REPO_ROOT
+
+# Files of a results folder that sit beside the evaluations ``NAME.json``: a training run's
+# resolved config and its provenance (scripts/full_runs.py). Never an evaluation.
+SIDE_FILES = (".config.json", ".provenance.json")
 
 
 def quick() -> bool:
@@ -88,6 +92,12 @@ def read_json(path) -> dict | None:
     """A committed results JSON (absolute, or relative to ``results/``); None if it is not there."""
     path = Path(path) if Path(path).is_absolute() else REPO_ROOT / "results" / path
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def evaluation_files(folder, pattern: str = "*.json") -> list[Path]:
+    """The files of `folder` matching `pattern`, sorted, without the side files of training runs
+    (``SIDE_FILES``: ``NAME.config.json``, ``NAME.provenance.json``)."""
+    return [f for f in sorted(Path(folder).glob(pattern)) if not f.name.endswith(SIDE_FILES)]
 
 
 def read_log(path) -> list[dict]:

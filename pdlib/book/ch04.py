@@ -9,7 +9,7 @@ quality gate (``results.recognisable``).
 """
 from __future__ import annotations
 
-from pdlib.book import fmt, metric, read_json, read_log
+from pdlib.book import evaluation_files, fmt, metric, read_json, read_log
 from pdlib.book.results import (FID_MAX, GATE, Table, Verdict, _dir, _need,
                                 _not_testable, _testable, value)
 
@@ -55,7 +55,7 @@ def evaluations_table(folder=FOLDER) -> Table:
     """Every evaluation of the full runs: the checkpoint's step, the run's images seen by then
     and its training minutes, sampler, FID, KID, precision and recall. ``values``: ``n``."""
     d = _dir(folder)
-    files = [f for f in sorted(d.glob("*.json")) if not f.name.endswith(".config.json")]
+    files = evaluation_files(d)
     if not files:
         _need(d / "rp1-s0.json", SCRIPT)
     rows = []
@@ -171,7 +171,8 @@ def fid_time_table(folder=FOLDER, ps=(1.0, 0.5), seeds=(0, 1)) -> Table:
                 continue
             log = {r["step"]: r["time"] / 60 for r in read_log(d / f"{name}.metrics.jsonl")}
             points = []
-            for f in sorted(d.glob(f"{name}-k*.json"), key=lambda f: int(f.stem.rsplit("-k", 1)[1])):
+            for f in sorted(evaluation_files(d, f"{name}-k*.json"),
+                            key=lambda f: int(f.stem.rsplit("-k", 1)[1])):
                 step = int(f.stem.rsplit("-k", 1)[1])
                 points.append((log[step], value(read_json(f), "FID")))
             final = _eval(d, name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from pdlib.book import fmt, metric, read_json
+from pdlib.book import evaluation_files, fmt, metric, read_json
 from pdlib.book.ch04 import CLOSE_FID_TOL, close_verdict, run_info, worse_verdict
 from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable, _testable, value
 
@@ -55,8 +55,7 @@ def runs_table(folder=FOLDER) -> Table:
     kid, precision, recall, seam2, seam4, png, config)}, ``fid_key``, ``n_samples``, ``n_ref``,
     ``steps`` and ``batch`` (of n1-s0, the untiled run), ``sampler`` {name: 'heun-10'}."""
     d = _dir(folder)
-    files = sorted((f for f in d.glob("*.json")
-                    if not f.name.endswith(".config.json") and not _CHECKPOINT.search(f.stem)),
+    files = sorted((f for f in evaluation_files(d) if not _CHECKPOINT.search(f.stem)),
                    key=lambda f: (f.stem.removesuffix("-long"), f.stem.endswith("-long")))
     if not files:
         _need(d / "n1-s0.json", SCRIPT)
@@ -99,8 +98,8 @@ def steps_table(names=("n1-s0", "n2-s0"), folder=FOLDER) -> Table:
         info = run_info(name, folder)
         label[name] = run_label(info["config"])
         N = max(int(info["config"].get("grid", 1)), 2)
-        points = {int(f.stem.rsplit("-k", 1)[1]): read_json(f) for f in d.glob(f"{name}-k*.json")
-                  if _CHECKPOINT.search(f.stem)}
+        points = {int(f.stem.rsplit("-k", 1)[1]): read_json(f)
+                  for f in evaluation_files(d, f"{name}-k*.json") if _CHECKPOINT.search(f.stem)}
         points[info["steps"]] = final
         if (long := read_json(d / f"{name}-long.json")) is not None:
             points[run_info(f"{name}-long", folder)["steps"]] = long

@@ -10,7 +10,7 @@ precision/recall, the sampler's steps and FPDM's ``sample_options``) and ``NAME.
 """
 from __future__ import annotations
 
-from pdlib.book import fmt, read_json, read_log
+from pdlib.book import evaluation_files, fmt, read_json, read_log
 from pdlib.book.ch04 import CLOSE_FID_TOL, close_verdict
 from pdlib.book.results import GATE, Table, Verdict, _dir, _need, _not_testable, _testable, value
 
@@ -68,9 +68,7 @@ def evals_table(folder=FOLDER) -> Table:
     blocks, fid, kid, precision, recall, ms, method, steps, options, png)}, ``fid_key``."""
     d = _dir(folder)
     evs = {}
-    for f in sorted(d.glob("*.json")):
-        if f.name.endswith(".config.json"):
-            continue
+    for f in evaluation_files(d):
         ev = read_json(f)
         if ev is None or "method" not in ev:
             continue

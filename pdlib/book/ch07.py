@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pdlib.book import REPO_ROOT, fmt, read_json
+from pdlib.book import REPO_ROOT, evaluation_files, fmt, read_json
 from pdlib.book.ch04 import CLOSE_FID_TOL, close_verdict, worse_verdict
 from pdlib.book.ch06 import _n_samples, better_verdict, training_table as _training_table
 from pdlib.book.results import Table, _dir, value
@@ -85,9 +85,9 @@ def evals_table(folder=FOLDER) -> Table:
     nfe_high, nfe, fid, kid, precision, recall, ms, options, png)}, ``fid_key``."""
     d = _dir(folder)
     evs = {}
-    for f in sorted(d.glob("*.json")):
+    for f in evaluation_files(d):
         ev = read_json(f)
-        if f.name.endswith(".config.json") or ev is None or "method" not in ev:
+        if ev is None or "method" not in ev:
             continue
         fid_key = next(k for k in ev if k.startswith("FID@"))
         low, high = eval_nfe(ev)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pdlib.book import REPO_ROOT, fmt, md_table, metric, read_json, read_log
+from pdlib.book import REPO_ROOT, evaluation_files, fmt, md_table, metric, read_json, read_log
 
 __all__ = [
     "RECALL_MIN", "FID_MAX", "COST_RATIO", "EQUAL_TIME_FID_TOL", "RESPACE_FID_TOL", "RMS_MAX",
@@ -32,7 +32,7 @@ __all__ = [
     "equal_time_table", "weighting_table", "split_table", "guidance_table", "respacing_table",
     "learned_variance_table", "full_runs_table", "patching_benchmark_table",
     "patching_claim_table", "benchmark_targets_table", "loss_curve_table",
-    "baseline_config_table", "baseline_metrics_table",
+    "baseline_config_table", "baseline_metrics_table", "provenance_table", "NOT_RECORDED",
     "recognisable", "ranking", "cost_verdict", "equal_time_verdict", "ranking_only_verdict",
     "weighting_verdict", "split_verdict", "guidance_verdict", "fidelity_verdict", "rms_verdict",
     "respacing_verdict", "learned_variance_verdict", "claims_table", "glue_values",
@@ -47,6 +47,7 @@ RESPACE_FID_TOL = 0.10      # few steps suffice: FID at most 10% above the most 
 RMS_MAX = 0.1               # few steps suffice (short run): RMS to the most steps, pixels in [-1, 1]
 FIDELITY_Z = 2.0            # a change in class fidelity counts beyond this many standard errors
 NOT_TESTABLE = "not testable at this scale"
+NOT_RECORDED = "not recorded"   # provenance_table: a file written before results carried it
 
 WEIGHTINGS = ("sqrt_snr", "p2", "snr", "snr+1", "truncated_snr")
 LEARNED_VARIANCE_RUNS = (   # (row label, file stem in results/ch03_full/)
@@ -342,7 +343,7 @@ def learned_variance_table(folder="ch03_full", runs=LEARNED_VARIANCE_RUNS) -> Ta
 def full_runs_table(folder="ch03_full") -> Table:
     """Every evaluation file of ``results/ch03_full/``: sampler, steps, guidance, metrics."""
     d = _dir(folder)
-    files = [f for f in sorted(d.glob("*.json")) if not f.name.endswith(".config.json")]
+    files = evaluation_files(d)
     if not files:
         _need(d / "w-sqrt_snr-s0.json", "scripts/run_ch03_full.py")
     rows = []
@@ -357,6 +358,90 @@ def full_runs_table(folder="ch03_full") -> Table:
                      f"{ev['x0_mse_mean']:.4f}"])
     header = ["run", "sampler", "w", "FID (samples)", "KID", "precision / recall", "x0-MSE"]
     return Table(header, rows, dict(n_runs=len(rows)))
+
+
+# --- provenance ---------------------------------------------------------------------------------
+def _provenance_of(path: Path, doc: dict) -> tuple[str, dict]:
+    """(what the file is, its provenance record: {} if it has none). Evaluations carry it under
+    'provenance' (pdlib.evaluation), a training run's NAME.provenance.json is one
+    (scripts/full_runs.py), a benchmark JSON holds git/machine/started/ended at its top level."""
+    if path.name.endswith(".provenance.json"):
+        return "training", doc
+    top = {k: doc[k] for k in ("git", "machine", "started", "ended", "created") if k in doc}
+    if "benchmark" in doc:
+        return "benchmark", top
+    if "provenance" in doc or "method" in doc:
+        return "evaluation", doc.get("provenance") or {}
+    return "—", top
+
+
+def _when(prov: dict) -> str:
+    import datetime
+
+    stamp = prov.get("ended") or prov.get("created")
+    if not isinstance(stamp, str):
+        return NOT_RECORDED
+    try:
+        t = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if t.tzinfo is not None:
+        t = t.astimezone(datetime.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M") + (" UTC" if t.tzinfo is not None else "")
+
+
+def _machine_cell(m) -> str:
+    if not isinstance(m, dict) or not m:
+        return NOT_RECORDED
+    threads, cores = m.get("torch_threads"), m.get("cpu_count")
+    text = str(m.get("cpu") or "unknown CPU")
+    if threads is not None:
+        text += f", {threads} thread{'s' if threads != 1 else ''}" + (f" of {cores}" if cores else "")
+    if m.get("gpu"):
+        text += f", {m['gpu']}"
+    return text
+
+
+def provenance_table(folder="baseline") -> Table:
+    """Where each results JSON of a results folder (or a list of folders) came from: the git
+    revision (short; "(dirty)" marks tracked files changed from it), the date it ended (UTC) and
+    the machine (CPU model, torch threads of the cores, GPU). Training configs are skipped; a
+    training run's ``NAME.provenance.json`` is its own row; files written before results carried
+    their provenance say NOT_RECORDED. ``values``: ``recorded`` ({row name: whether a git state
+    is recorded}), ``revision`` ({row name: full sha or None}), ``dirty`` ({row name: True, False
+    or None}), ``what`` ({row name: 'evaluation', 'training', 'benchmark' or '—'})."""
+    folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
+    rows, v = [], dict(recorded={}, revision={}, dirty={}, what={})
+    for fo in folders:
+        d = _dir(fo)
+        if not d.is_dir():
+            raise FileNotFoundError(f"folder={str(fo)!r}: no such results folder ({d})")
+        for f in sorted(d.glob("*.json")):
+            if f.name == "config.json" or f.name.endswith(".config.json"):
+                continue
+            doc = read_json(f)
+            if not isinstance(doc, dict):
+                continue
+            what, prov = _provenance_of(f, doc)
+            stem = f.name[:-len(".provenance.json")] if what == "training" else f.stem
+            name = (f"{Path(fo).name}/{stem}" if len(folders) > 1 else stem) + (
+                " (training)" if what == "training" else "")
+            git = prov.get("git") if isinstance(prov.get("git"), dict) else None
+            if git is None:
+                revision, dirty = NOT_RECORDED, NOT_RECORDED
+            else:
+                sha = git.get("revision")
+                revision = f"`{sha[:7]}`" if isinstance(sha, str) and sha else "unknown (no git checkout)"
+                n = git.get("changed_files")
+                dirty = ("unknown" if git.get("dirty") is None else "no" if not git["dirty"]
+                         else f"yes ({n} file{'s' if n != 1 else ''})" if n is not None else "yes")
+            v["recorded"][name] = git is not None
+            v["revision"][name] = None if git is None else git.get("revision")
+            v["dirty"][name] = None if git is None else git.get("dirty")
+            v["what"][name] = what
+            rows.append([name, what, revision, dirty, _when(prov), _machine_cell(prov.get("machine"))])
+    header = ["file", "what", "git revision", "dirty", "date", "machine (CPU, threads)"]
+    return Table(header, rows, v)
 
 
 # --- benchmarks ---------------------------------------------------------------------------------
