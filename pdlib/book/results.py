@@ -592,6 +592,9 @@ GATE = (f"quality gate: some compared model has recall ≥ {fmt(RECALL_MIN)} and
 
 
 def _testable(fid: dict, recall: dict) -> bool:
+    if not any(k in recall for k in fid):
+        raise ValueError(f"recall has keys {sorted(map(str, recall))}; allowed: the compared "
+                         f"models' keys {sorted(map(str, fid))}")
     return any(recognisable(fid[k], recall[k]) for k in fid if k in recall)
 
 
