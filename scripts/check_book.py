@@ -96,6 +96,7 @@ NON_PROSE = {"script", "style", "code", "pre", "textarea", "noscript", "template
 class Page:
     """What one HTML document contains: math, images, scripts, widget views, visible text."""
     mjx_containers: int = 0                                    # rendered MathJax 3 outputs
+    mjx_errors: list[str] = field(default_factory=list)        # MathJax 3 error nodes (<mjx-merror>)
     math_nodes: int = 0                                        # Sphinx math spans/divs (class="math")
     images: list[str] = field(default_factory=list)            # <img src> anywhere
     figures: list[str] = field(default_factory=list)           # <img src> inside the <article>
@@ -119,6 +120,8 @@ class _PageParser(HTMLParser):
         classes = (a.get("class") or "").split()
         if tag == "mjx-container":
             self.page.mjx_containers += 1
+        if tag == "mjx-merror":                                # TeX MathJax could not typeset
+            self.page.mjx_errors.append(a.get("data-mjx-error") or "unknown error")
         if "math" in classes and tag in ("span", "div"):
             self.page.math_nodes += 1
         if tag == "img" and a.get("src"):
@@ -482,6 +485,8 @@ def check_dom(res: Result, source: Page, dom: Page, opts: Options) -> None:
         if dom.mjx_containers == 0:
             res.fail("math", "no <mjx-container> in the rendered DOM: MathJax did not run "
                      "(is sphinx-mathjax-offline enabled and _static/mathjax present?)")
+    for err in dom.mjx_errors[:10]:
+        res.fail("math", f"a formula MathJax could not typeset: {err[:120]!r}")
     raw = [t.strip() for t in dom.prose if RAW_TEX.search(t)]
     for text in raw[:10]:
         res.fail("math", f"raw TeX left in the page text: {text[:120]!r}")

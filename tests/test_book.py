@@ -314,3 +314,15 @@ def test_check_book_finds_pipe_table_rows_with_more_cells_than_the_header(tmp_pa
     assert [f.check for f in res.failures] == ["tables"]
     assert "notebook cell 1 (In [3]) output: row 1" in res.failures[0].detail
     assert "'x_t] held'" in res.failures[0].detail
+
+
+def test_check_book_counts_the_formulas_mathjax_could_not_typeset():
+    """MathJax 3 renders TeX it cannot typeset (e.g. a \\tag inside a split environment) as an
+    <mjx-merror> node with the message in data-mjx-error; the page check fails on each."""
+    html = ('<p><mjx-container><mjx-merror data-mjx-error="\\tag not allowed in split environment">'
+            '</mjx-merror></mjx-container><mjx-container><mjx-mi>x</mjx-mi></mjx-container></p>')
+    cb = _check_book()
+    page = cb.parse_page(html)
+    assert page.mjx_containers == 2
+    assert page.mjx_errors == ["\\tag not allowed in split environment"]
+    assert cb.parse_page("<p><mjx-container></mjx-container></p>").mjx_errors == []
