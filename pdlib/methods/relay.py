@@ -40,12 +40,12 @@ class RelayOptions(EDMOptions):
         from pdlib._checks import check, is_int, is_num
         check(is_int(self.up_scale) and self.up_scale >= 2, "method.up_scale", self.up_scale,
               "an int >= 2")
-        for key, lo, hi in (("prob_length", 0, 1), ("blur_m", 0, 1), ("s_noise", 0, 1),
-                            ("t_min", 0, 1)):
+        for key in ("prob_length", "t_min"):                  # fractions in (0, 1)
             v = getattr(self, key)
-            check(is_num(v) and lo <= v < hi and (key in ("blur_m", "s_noise") or v > lo),
-                  f"method.{key}", v, f"a number in {'[' if key in ('blur_m', 's_noise') else '('}"
-                  f"{lo}, {hi})")
+            check(is_num(v) and 0 < v < 1, f"method.{key}", v, "a number in (0, 1)")
+        for key in ("blur_m", "s_noise"):                      # fractions in [0, 1)
+            v = getattr(self, key)
+            check(is_num(v) and 0 <= v < 1, f"method.{key}", v, "a number in [0, 1)")
         for key in ("blur_sigma_max", "s_block"):
             check(is_num(getattr(self, key)) and getattr(self, key) >= 0, f"method.{key}",
                   getattr(self, key), "a finite number >= 0")
