@@ -90,6 +90,13 @@ def notebook_runner(runs: Path, out: Path, wait_minutes: float = 0) -> Callable[
     return run
 
 
+def done(job: dict) -> bool:
+    """Whether a job's output exists: a training's done.json, an evaluation's out_json."""
+    if job["kind"] == "train":
+        return (Path(job["params"]["out_dir"]) / "done.json").is_file()
+    return Path(job["params"]["out_json"]).is_file()
+
+
 def run_chain(chain: list[dict], done: Callable, run: Callable) -> str | None:
     try:
         for job in chain:

@@ -100,18 +100,12 @@ def chains() -> list[list[dict]]:
     return out
 
 
-def done(job: dict) -> bool:
-    if job["kind"] == "train":
-        return (Path(job["params"]["out_dir"]) / "done.json").is_file()
-    return Path(job["params"]["out_json"]).is_file()
-
-
 run = full_runs.notebook_runner(RUNS, OUT)     # one job through the papermill notebooks
 
 
 def main() -> int:
     os.chdir(ROOT)
-    return full_runs.main(__doc__.split("\n\n")[0], chains(), done, run, WORKERS, OUT)
+    return full_runs.main(__doc__.split("\n\n")[0], chains(), full_runs.done, run, WORKERS, OUT)
 
 
 if __name__ == "__main__":

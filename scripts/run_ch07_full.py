@@ -97,15 +97,9 @@ def chains() -> list[list[dict]]:
             [train_job("edm32")] + [eval_job(e) for e in order[0::2]]]
 
 
-def done(job: dict) -> bool:
-    if job["kind"] == "train":
-        return (Path(job["params"]["out_dir"]) / "done.json").is_file()
-    return Path(job["params"]["out_json"]).is_file()
-
-
 def main() -> int:
     os.chdir(ROOT)
-    return full_runs.main(__doc__.split("\n\n")[0], chains(), done,
+    return full_runs.main(__doc__.split("\n\n")[0], chains(), full_runs.done,
                           full_runs.notebook_runner(RUNS, OUT, wait_minutes=180), WORKERS, OUT)
 
 
