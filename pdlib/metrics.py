@@ -449,6 +449,17 @@ def fid_infinity(
         for r in range(reps):
             idx = rng.choice(n_total, size=int(n), replace=False)
             fids[p, r] = frechet_distance(*gaussian_stats(f[idx]), mu_r, sigma_r, method=method)
+    return fit_inverse_n(sizes, fids)
+
+
+def fit_inverse_n(ns, fids) -> FIDInfinity:
+    """FID_N = FID∞ + k/N fitted by ordinary least squares to FIDs [P, reps] at sizes ns [P]:
+    the intercept, the slope k and the intercept's standard error (see fid_infinity)."""
+    sizes = np.asarray(ns, np.int64)
+    fids = np.asarray(fids, np.float64).reshape(sizes.size, -1)
+    reps = fids.shape[1]
+    if sizes.size < 3 or sizes.size * reps < 3:
+        raise ValueError(f'ns={sizes.tolist()}: need at least 3 distinct sizes for a line and its error')
     x = np.repeat(1.0 / sizes, reps)                                  # (P·reps,) 1/N
     y = fids.reshape(-1)                                              # (P·reps,) FID_N
     X = np.stack([np.ones_like(x), x], 1)                             # design [1, 1/N]
@@ -457,6 +468,49 @@ def fid_infinity(
     s2 = resid @ resid / (y.size - 2)                                 # residual variance
     fit_error = float(np.sqrt(s2 * np.linalg.inv(X.T @ X)[0, 0]))
     return FIDInfinity(float(coef[0]), float(coef[1]), fit_error, sizes, fids)
+
+
+def fid_against_n(
+    features_a,                    # [Na, d] features of one set (e.g. real training images)
+    features_b,                    # [Nb, d] features of the other (e.g. real test images)
+    ns: Sequence[int],             # subset sizes, each at most min(Na, Nb)
+    reps: int = 5,                 # random subset pairs per size (seeds of the curve)
+    seed: int = 0,                 # seed of the numpy generator drawing the subsets
+    method: str = 'eigh',
+) -> FIDInfinity:
+    """FID between random subsets of n rows of BOTH sets, for each n in ns, fitted in 1/n.
+
+    Unlike fid_infinity (fakes subsampled, the real Gaussian fixed) both sides are subsampled,
+    so E FID_n ≈ FID + (k_a + k_b)/n and the intercept removes the bias of both: for two samples
+    of one distribution (a training and a test split) it should be about 0, while every FID_n is
+    positive. That is the test of the 1/N law on real data (chapter 8)."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    for name, f in (('features_a', a), ('features_b', b)):
+        if f.ndim != 2 or f.shape[0] < 2:
+            raise ValueError(f'{name}.shape={f.shape}: expected [N, d] with N >= 2')
+        if not np.isfinite(f).all():
+            raise ValueError(f'{name} holds NaN/inf values: allowed are finite features')
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f'features_b has d={b.shape[1]}: expected d={a.shape[1]} as features_a')
+    n_max = min(a.shape[0], b.shape[0])
+    raw = [v.item() if isinstance(v, np.generic) else v for v in list(ns)]
+    bad = [v for v in raw if not _is_int(v) or not 2 <= v <= n_max]
+    if bad:
+        raise ValueError(f'ns={raw!r}: {bad[0]!r} is not allowed; allowed are integers in '
+                         f'[2, {n_max}] (the smaller set)')
+    sizes = np.unique(np.asarray(raw, np.int64))
+    if sizes.size < 3:
+        raise ValueError(f'ns={raw!r}: need at least 3 distinct subset sizes')
+    if not _is_int(reps) or reps < 1:
+        raise ValueError(f'reps={reps!r}: must be a positive integer')
+    rng = np.random.default_rng(seed)
+    fids = np.empty((sizes.size, reps))
+    for p, n in enumerate(sizes):
+        for r in range(reps):
+            ia = rng.choice(a.shape[0], size=int(n), replace=False)
+            ib = rng.choice(b.shape[0], size=int(n), replace=False)
+            fids[p, r] = frechet_distance(*gaussian_stats(a[ia]), *gaussian_stats(b[ib]), method=method)
+    return fit_inverse_n(sizes, fids)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -822,6 +876,61 @@ def seam_score(samples, reference, grid: int) -> float:
     """border_energy_ratio(samples) / border_energy_ratio(reference): 1 when the tile borders of
     the samples are as smooth, relative to the rest, as the same lines in real images; > 1 seams."""
     return border_energy_ratio(samples, grid) / border_energy_ratio(reference, grid)
+
+
+def seam_crops(images, grid: int, generator: torch.Generator | None = None):
+    """Native-resolution crops for a seam-aware FID: per image one crop STRADDLING the borders
+    of an N×N tile grid (tile-sized, centred on a random interior corner of the grid, so it
+    crosses one horizontal and one vertical border through its middle) and one INNER crop (a
+    random whole tile, crossing none). Nothing is resized: a crop keeps the image's pixels.
+    Returns (straddling, inner), each [N, C, H/grid, W/grid]; generator None: seeded 0."""
+    x = torch.as_tensor(images)
+    if x.ndim != 4:
+        raise ValueError(f'images has shape {tuple(x.shape)}; allowed: [N, C, H, W]')
+    H, W = x.shape[-2:]
+    if not _is_int(grid) or grid < 2 or H % grid or W % grid:
+        raise ValueError(f'grid={grid!r} is invalid; allowed: an int N >= 2 dividing the {H}x{W} image')
+    h, w = H // grid, W // grid
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    n = x.shape[0]
+    corners = torch.randint(1, grid, (n, 2), generator=g)            # interior corner (i, j)
+    tiles = torch.randint(0, grid, (n, 2), generator=g)              # tile (r, c)
+    straddle = torch.stack([x[k, :, i * h - h // 2:i * h - h // 2 + h, j * w - w // 2:j * w - w // 2 + w]
+                            for k, (i, j) in enumerate(corners.tolist())])
+    inner = torch.stack([x[k, :, r * h:(r + 1) * h, c * w:(c + 1) * w]
+                         for k, (r, c) in enumerate(tiles.tolist())])
+    return straddle, inner
+
+
+def seam_fid_from_features(straddle, inner, ref_straddle, ref_inner, kid_subsets: int = 100,
+                           generator: torch.Generator | None = None) -> dict:
+    """The seam-aware FID from pool features of seam_crops of samples and of real images:
+    FID and KID of the straddling crops and of the inner crops, each against the real crops of
+    the same kind, and the seam gaps (straddling − inner). A method that leaves seams raises
+    the straddling scores only; real images score gaps near 0 (up to sampling noise)."""
+    n = min(len(straddle), len(inner), len(ref_straddle), len(ref_inner))
+    out = {}
+    for kind, f, r in (('straddle', straddle, ref_straddle), ('inner', inner, ref_inner)):
+        out[f'FID_{kind}'] = fid_from_features(f, r)
+        m = max(2, min(1000, n // 2))
+        out[f'KID_{kind}'], out[f'KID_std_{kind}'] = kid(f, r, kid_subsets, m, generator)
+    out['FID_gap'] = out['FID_straddle'] - out['FID_inner']
+    out['KID_gap'] = out['KID_straddle'] - out['KID_inner']
+    out['n'] = n
+    return out
+
+
+def seam_fid(samples, reference, grid: int, feature_net: InceptionFeatures | None = None,
+             batch_size: int = 50, seed: int = 0) -> dict:
+    """Seam-aware FID of samples against real images (both [N, C, H, W] in [-1, 1]): Inception
+    features of their seam_crops (seeded `seed`), then seam_fid_from_features."""
+    net = feature_net if feature_net is not None else InceptionFeatures()
+    s_cross, s_in = seam_crops(samples, grid, torch.Generator().manual_seed(seed))
+    r_cross, r_in = seam_crops(reference, grid, torch.Generator().manual_seed(seed + 1))
+    f = [net.pool(c, batch_size) for c in (s_cross, s_in, r_cross, r_in)]
+    out = seam_fid_from_features(*f, generator=torch.Generator().manual_seed(seed))
+    out['grid'] = grid
+    return out
 
 
 def evaluate(
