@@ -382,6 +382,21 @@ def fid_infinity_sizes(n_total: int, n_points: int = 15, n_min: int | None = Non
     return np.unique(np.clip(np.rint(1 / inv), n_min, n_total).astype(np.int64))
 
 
+def _subset_sizes(ns, n_max: int, upper: str) -> np.ndarray:
+    """The distinct subset sizes of `ns` (ascending), each an integer in [2, n_max], at least 3
+    of them (a line and its fit error); `upper` describes the bound in the error message."""
+    raw = [v.item() if isinstance(v, np.generic) else v
+           for v in np.atleast_1d(np.asarray(ns, dtype=object)).tolist()]
+    bad = [v for v in raw if not _is_int(v) or not 2 <= v <= n_max]
+    if bad:
+        raise ValueError(f'ns={raw!r}: {bad[0]!r} is not allowed; allowed are integers in [2, {upper}')
+    sizes = np.unique(np.asarray(raw, np.int64))
+    if sizes.size < 3:
+        raise ValueError(f'ns={raw!r}: need at least 3 distinct subset sizes for a line '
+                         f'and its fit error')
+    return sizes
+
+
 def fid_infinity(
     fake_features,                 # [N, d] features of the generated samples (the subsets are drawn from these)
     real_features,                 # [M, d] real features, a (mu, sigma) tuple or a ReferenceStats
@@ -432,16 +447,7 @@ def fid_infinity(
             raise ValueError(f'fake_features has N={n_total} rows: too few for FID∞, which needs '
                              f'at least 3 distinct subset sizes (N >= 4)')
     else:
-        raw = [v.item() if isinstance(v, np.generic) else v
-               for v in np.atleast_1d(np.asarray(ns, dtype=object)).tolist()]
-        bad = [v for v in raw if not _is_int(v) or not 2 <= v <= n_total]
-        if bad:
-            raise ValueError(f'ns={raw!r}: {bad[0]!r} is not allowed; allowed are integers in '
-                             f'[2, N={n_total}] (the number of fake features)')
-        sizes = np.unique(np.asarray(raw, np.int64))
-        if sizes.size < 3:
-            raise ValueError(f'ns={raw!r}: need at least 3 distinct subset sizes for a line '
-                             f'and its fit error')
+        sizes = _subset_sizes(ns, n_total, f'N={n_total}] (the number of fake features)')
     mu_r, sigma_r = _real_gaussian(real_features, d, 'real_features')
     rng = np.random.default_rng(seed)
     fids = np.empty((sizes.size, reps))
@@ -493,14 +499,7 @@ def fid_against_n(
     if a.shape[1] != b.shape[1]:
         raise ValueError(f'features_b has d={b.shape[1]}: expected d={a.shape[1]} as features_a')
     n_max = min(a.shape[0], b.shape[0])
-    raw = [v.item() if isinstance(v, np.generic) else v for v in list(ns)]
-    bad = [v for v in raw if not _is_int(v) or not 2 <= v <= n_max]
-    if bad:
-        raise ValueError(f'ns={raw!r}: {bad[0]!r} is not allowed; allowed are integers in '
-                         f'[2, {n_max}] (the smaller set)')
-    sizes = np.unique(np.asarray(raw, np.int64))
-    if sizes.size < 3:
-        raise ValueError(f'ns={raw!r}: need at least 3 distinct subset sizes')
+    sizes = _subset_sizes(ns, n_max, f'{n_max}] (the smaller set)')
     if not _is_int(reps) or reps < 1:
         raise ValueError(f'reps={reps!r}: must be a positive integer')
     rng = np.random.default_rng(seed)
