@@ -83,11 +83,15 @@ class Features:
             self._net = M.InceptionFeatures()
         return self._net
 
-    def get(self, name: str, make, kinds=("pool", "spatial")) -> dict:
+    def get(self, name: str, make, kinds=("pool", "spatial"), n: int | None = None) -> dict:
         path = self.cache / f"{name}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                feats = {k: z[k] for k in z.files}
+            if n is not None and len(feats["pool"]) != n:
+                raise SystemExit(f"{_rel(path)} holds {len(feats['pool'])} images' features, this "
+                                 f"run asks for {n}: pass the size it was made with or delete it")
+            return feats
         images, labels = make()
         print(f"[{time.strftime('%H:%M:%S')}] features of {name}: {len(images)} images", flush=True)
         feats = self.net().extract(images, self.batch_size, kinds)
@@ -146,8 +150,8 @@ def curve_dict(r: M.FIDInfinity) -> dict:
 
 
 def job_fid_vs_n(F: Features, args) -> dict:
-    tr = F.get("train", lambda: real("train", args.n_real))
-    te = F.get("test", lambda: real("test", args.n_real))
+    tr = F.get("train", lambda: real("train", args.n_real), n=args.n_real)
+    te = F.get("test", lambda: real("test", args.n_real), n=args.n_real)
     n_max = min(len(tr["pool"]), len(te["pool"]))
     ns = [n for n in NS_REAL if n <= n_max]
     if len(ns) < 3:
@@ -166,8 +170,8 @@ def job_fid_vs_n(F: Features, args) -> dict:
 
 
 def job_corruptions(F: Features, args) -> dict:
-    tr = F.get("train", lambda: real("train", args.n_real))
-    te = F.get("test", lambda: real("test", args.n_real))
+    tr = F.get("train", lambda: real("train", args.n_real), n=args.n_real)
+    te = F.get("test", lambda: real("test", args.n_real), n=args.n_real)
     n = min(args.n_set, len(te["pool"]))
     base = torch.as_tensor(te["images"][:n]).float() / 127.5 - 1
     sets = {"clean": {k: v[:n] for k, v in te.items()}}
@@ -186,8 +190,8 @@ def job_corruptions(F: Features, args) -> dict:
 
 
 def job_seams(F: Features, args) -> dict:
-    tr = F.get("train", lambda: real("train", args.n_real))
-    te = F.get("test", lambda: real("test", args.n_real))
+    tr = F.get("train", lambda: real("train", args.n_real), n=args.n_real)
+    te = F.get("test", lambda: real("test", args.n_real), n=args.n_real)
     n = min(args.n_crops, len(te["pool"]))
 
     def crops(images, seed):
@@ -214,7 +218,7 @@ def job_seams(F: Features, args) -> dict:
 def job_models(F: Features, args) -> dict:
     from pdlib.evaluation import generate
     from pdlib.pretrained import pretrained
-    tr = F.get("train", lambda: real("train", args.n_real))
+    tr = F.get("train", lambda: real("train", args.n_real), n=args.n_real)
     recipes = {
         "ch01": ("ch01-edm-small", ROOT / "results/baseline/eval.json"),
         "ch03": ("ch03-patched-cc", ROOT / "results/ch03_full/cc-s0-w1.5.json"),
@@ -231,7 +235,7 @@ def job_models(F: Features, args) -> dict:
             print(f"  sampled {len(x)} in {time.time() - t:.0f} s ({nfe:g} NFE/image)", flush=True)
             return x, None
 
-        f = F.get(key, make)
+        f = F.get(key, make, n=args.n_model)
         pool = f["pool"]
         fi = M.fid_infinity(pool, tr["pool"], seed=0)
         n1k = min(1000, len(pool))
@@ -244,6 +248,18 @@ def job_models(F: Features, args) -> dict:
                    kid=M.kid(pool, tr["pool"], 100, len(pool) // 2, torch.Generator().manual_seed(0)),
                    fid_inf=curve_dict(fi))
         rows.append(row)
+    # The floor: real test images through the same protocol (same N, same subset sizes, same
+    # reference). Their FID∞ would be ~0 if the 1/N law held at these N; what it is instead is
+    # the bias the models' FID∞ still carries.
+    te = F.get(f"test-{args.n_model}", lambda: real("test", args.n_model), n=args.n_model)
+    fi = M.fid_infinity(te["pool"], tr["pool"], seed=0)
+    n1k = min(1000, len(te["pool"]))
+    rows.append(dict(model="real", weights=None, n=len(te["pool"]), n_ref=len(tr["pool"]),
+                     fid_1k=M.fid_from_features(te["pool"][:n1k], tr["pool"]), n_1k=n1k,
+                     fid_all=M.fid_from_features(te["pool"], tr["pool"]),
+                     kid=M.kid(te["pool"], tr["pool"], 100, len(te["pool"]) // 2,
+                               torch.Generator().manual_seed(0)),
+                     fid_inf=curve_dict(fi)))
     return dict(rows=rows)
 
 
