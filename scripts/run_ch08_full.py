@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pdlib import metrics as M  # noqa: E402
+from pdlib.corruptions import add_noise, gaussian_blur, keep_classes, stitch  # noqa: E402
 from pdlib.provenance import provenance  # noqa: E402
 
 JOBS = ("fid_vs_n", "corruptions", "seams", "models")
@@ -44,31 +45,6 @@ NOISE_STD = 0.1
 MODE_CLASSES = (0, 1, 2, 3, 4)
 NS_REAL = (100, 150, 200, 300, 400, 600, 800, 1000, 1500, 2000)
 REPS = 5
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (radius 3σ, reflect padding) of [N, C, H, W]."""
-    r = max(1, int(round(3 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
-    k = k / k.sum()
-    c = x.shape[1]
-    y = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
-    y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
-def stitch(x: torch.Tensor, grid: int = GRID) -> torch.Tensor:
-    """Image k's tile (r, c) from image (k + (r·grid + c)·⌊N/grid²⌋) mod N: every tile keeps its
-    place, the tiles of one image come from grid² different images (seams at every border)."""
-    n, _, H, W = x.shape
-    h, w, step = H // grid, W // grid, max(1, n // grid ** 2)
-    out = x.clone()
-    for r in range(grid):
-        for c in range(grid):
-            src = (torch.arange(n) + (r * grid + c) * step) % n
-            out[:, :, r * h:(r + 1) * h, c * w:(c + 1) * w] = x[src, :, r * h:(r + 1) * h, c * w:(c + 1) * w]
-    return out
 
 
 class Features:
@@ -177,11 +153,10 @@ def job_corruptions(F: Features, args) -> dict:
     sets = {"clean": {k: v[:n] for k, v in te.items()}}
     sets["blur"] = F.get("blur", lambda: (gaussian_blur(base, BLUR_SIGMA), te["labels"][:n]))
     sets["noise"] = F.get("noise", lambda: (
-        (base + NOISE_STD * torch.randn(base.shape, generator=torch.Generator().manual_seed(0))
-         ).clamp(-1, 1), te["labels"][:n]))
-    keep = np.flatnonzero(np.isin(te["labels"], MODE_CLASSES))[:n]
+        add_noise(base, NOISE_STD, torch.Generator().manual_seed(0)), te["labels"][:n]))
+    keep = keep_classes(te["labels"], MODE_CLASSES)[:n]
     sets["modes"] = {k: v[keep] for k, v in te.items()}
-    sets["seamed"] = F.get("seamed", lambda: (stitch(base), te["labels"][:n]))
+    sets["seamed"] = F.get("seamed", lambda: (stitch(base, GRID), te["labels"][:n]))
     rows = [metrics_against(f, tr, name, f["images"]) for name, f in sets.items()]
     return dict(rows=rows, blur_sigma=BLUR_SIGMA, noise_std=NOISE_STD,
                 mode_classes=list(MODE_CLASSES), grid=GRID,
@@ -203,7 +178,8 @@ def job_seams(F: Features, args) -> dict:
         s, i = crops(src, seed)
         feats[name] = (F.get(f"crops-straddle-{name}", lambda s=s: (s, None), ("pool",))["pool"],
                        F.get(f"crops-inner-{name}", lambda i=i: (i, None), ("pool",))["pool"])
-    seamed = stitch(torch.as_tensor(te["images"][:min(args.n_set, len(te["pool"]))]).float() / 127.5 - 1)
+    seamed = stitch(torch.as_tensor(te["images"][:min(args.n_set, len(te["pool"]))]).float() / 127.5 - 1,
+                    GRID)
     s, i = crops(((seamed + 1) * 127.5).round().to(torch.uint8).numpy(), 2)
     feats["seamed"] = (F.get("crops-straddle-seamed", lambda: (s, None), ("pool",))["pool"],
                        F.get("crops-inner-seamed", lambda: (i, None), ("pool",))["pool"])
