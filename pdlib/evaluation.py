@@ -279,7 +279,7 @@ def prepare_evaluation(checkpoint, *, n_samples: int = 1000, n_ref: int | None =
     """Check every argument of evaluate_checkpoint (a ValueError or FileNotFoundError naming the
     argument or file), load the method and check what depends on it; returns the method. Runs no
     sampler and writes nothing (the evaluate notebook's first cell)."""
-    from pdlib.metrics import METRICS
+    from pdlib.metrics import METRICS, check_fid_inf
     from pdlib.train.dist import resolve_device
     for name, v in (("n_samples", n_samples), ("batch_size", batch_size), ("x0_mse_n", x0_mse_n)):
         check(is_int(v) and v >= 1, name, v, "an int >= 1")
@@ -288,6 +288,7 @@ def prepare_evaluation(checkpoint, *, n_samples: int = 1000, n_ref: int | None =
     check(ref_split in ("train", "test"), "ref_split", ref_split, "'train' or 'test'")
     check(isinstance(metrics, (list, tuple)) and all(m in METRICS and m != "is" for m in metrics),
           "metrics", metrics, f"a list of {[m for m in METRICS if m != 'is']} ([] = samples only)")
+    check_fid_inf(metrics, n_samples)               # 'fid_inf' needs n_samples >= 4
     check(isinstance(x0_mse_t, (list, tuple)) and all(is_int(t) and t >= 0 for t in x0_mse_t),
           "x0_mse_t", x0_mse_t, "a list of steps t >= 0 (VP methods; [] = skip)")
     check_sampling_args(guidance=guidance, steps=steps, seed=seed, dynamic_threshold=dynamic_threshold,
@@ -328,7 +329,10 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
     variance. x0_mse_t: also the held-out x0-MSE at these steps t of a VP method, on x0_mse_n
     test images (and, for a model that learns its variances, their interpolation weights there).
     seam_grids: also the seam score (pdlib.metrics.seam_score, 'seam@N') on the borders of
-    each N×N tile grid, against n_ref reference images of ref_split. sample_options: more keyword
+    each N×N tile grid, against n_ref reference images of ref_split. metrics: names of
+    pdlib.metrics.evaluate ('is' excluded); 'fid_inf' adds FID∞ ('FID_inf@1k', its fit error
+    'FID_inf_err@1k', 'FID_inf_slope@1k', and the fitted points 'FID_inf_ns', 'FID_inf_fids';
+    n_samples >= 4). sample_options: more keyword
     options of the method's sample() (FPDM: iters, budget, reallocation, reuse, solver, tol).
     out_json: also write the results there (strict JSON). method: the checkpoint's method,
     loaded already by prepare_evaluation (None: checked and loaded here). The results'
@@ -350,6 +354,7 @@ def evaluate_checkpoint(checkpoint, *, n_samples: int = 1000, n_ref: int | None 
         method = prepare_evaluation(checkpoint, out_json=out_json, **kw)
     else:
         _check_out_file(out_json, "out_json")
+        M.check_fid_inf(metrics, n_samples)
     started, git = utc_iso(), git_state()         # after the checks: the code that samples
     t0 = time.perf_counter()
     images, nfe = generate(method, n_samples, batch_size=batch_size, seed=seed, sampler=sampler,

@@ -25,7 +25,8 @@ Beyond FID at one sample count
 ------------------------------
 FID is biased upwards by roughly k/N at N samples, with k depending on the generator, so even FIDs
 at the same N can rank two models wrongly. `fid_infinity` (Chong & Forsyth 2020) fits
-FID_N = FID∞ + k/N over subsets of several sizes and reports the intercept and its fit error.
+FID_N = FID∞ + k/N over subsets of several sizes and reports the intercept and its fit error
+(`evaluate(..., metrics=('fid_inf',))` adds it to a results table).
 KID (`kid`, `mmd2_unbiased`) is an unbiased estimator at any N.
 
 Preprocessing (`to_inception_input`), what it does and how it differs from the usual tools
@@ -839,7 +840,26 @@ def reference_stats(
 # ----------------------------------------------------------------------------------------------
 # One call for a results table
 
-METRICS = ('fid', 'sfid', 'kid', 'pr', 'is')
+METRICS = ('fid', 'sfid', 'kid', 'pr', 'is', 'fid_inf')
+
+
+def check_fid_inf(metrics: Sequence[str], n: int, fid_inf_points: int = 15) -> np.ndarray | None:
+    """The subset sizes evaluate's 'fid_inf' uses for n samples (fid_infinity_sizes(n,
+    fid_inf_points)), None when 'fid_inf' is not in metrics; a one-line ValueError naming
+    `metrics` and `n` when n samples give fewer than 3 distinct sizes (a line and its error)."""
+    metrics = tuple(metrics)
+    if 'fid_inf' not in metrics:
+        return None
+    if not _is_int(fid_inf_points) or fid_inf_points < 3:
+        raise ValueError(f'fid_inf_points={fid_inf_points!r}: must be an integer >= 3 '
+                         f'(a line and its fit error)')
+    sizes = fid_infinity_sizes(n, fid_inf_points) if _is_int(n) and n >= 2 else np.zeros(0)
+    if sizes.size < 3:
+        least = next(m for m in range(2, 1000) if fid_infinity_sizes(m, fid_inf_points).size >= 3)
+        raise ValueError(f"metrics={metrics!r} with n={n!r} samples: 'fid_inf' needs at least 3 "
+                         f'distinct subset sizes; allowed are n >= {least} samples, or metrics '
+                         f"without 'fid_inf'")
+    return sizes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -949,14 +969,23 @@ def evaluate(
     generator: torch.Generator | None = None,  # KID subsets; None: seeded 0
     is_head=None,                              # 'is': logits head (.safetensors path, LogitsHead or (W, b))
     is_splits: int = 10,                       # 'is': number of consecutive splits (capped at N)
+    fid_inf_points: int = 15,                  # 'fid_inf': number of subset sizes of the 1/N fit
 ) -> dict:
-    """FID / sFID / KID / precision / recall (/ IS) of samples against cached reference statistics.
+    """FID / sFID / KID / precision / recall (/ IS, FID∞) of samples against cached reference
+    statistics.
 
     Every metric key carries the sample count, e.g. {'FID@2k': ..., 'KID@2k': ..., 'KID_std@2k': ...,
     'precision@2k': ..., 'recall@2k': ..., 'n_samples': 2000, 'n_ref': ..., 'feature_net': ...}.
     'is' needs `is_head`, the weights of the logits layer on pool_3 (`load_logits_head`): it adds
     'IS@2k', 'IS_std@2k' and 'IS_splits'; without it 'is' raises NotImplementedError, because the
     network has no classifier head.
+    'fid_inf' adds FID∞: `fid_infinity` of the samples' pool features against the reference's
+    (mu, sigma), the Gaussian FID uses, i.e. the FIDs of random subsets (seed 0) at fid_inf_points
+    sizes (`fid_infinity_sizes`: max(2, min(5000, N // 4)) … N, evenly spaced in 1/N) fitted as
+    FID_N = FID∞ + k/N. Keys: 'FID_inf@2k' (the intercept), 'FID_inf_err@2k' (its fit error),
+    'FID_inf_slope@2k' (k), and the points 'FID_inf_ns' (ints) and 'FID_inf_fids' (floats). It
+    does not need 'fid'; it needs N >= 4 samples (3 distinct sizes; else a ValueError, see
+    `check_fid_inf`) and, to mean much, N well above the 2048 feature dimensions.
     """
     metrics = tuple(metrics)
     for m in metrics:
@@ -969,6 +998,8 @@ def evaluate(
         head = as_logits_head(is_head)                                # a bad head fails before any forward pass
         if not _is_int(is_splits) or is_splits < 1:
             raise ValueError(f'is_splits={is_splits!r}: must be a positive integer')
+    n_known = _length(samples)                  # None for an iterable: checked after extraction
+    check_fid_inf(metrics, 4 if n_known is None else n_known, fid_inf_points)  # before any pass
     if (isinstance(samples, (torch.Tensor, np.ndarray)) and samples.ndim == 4
             and samples.shape[-1] != resolution):
         raise ValueError(f'samples.shape={tuple(samples.shape)}: width {samples.shape[-1]} differs from '
@@ -995,6 +1026,13 @@ def evaluate(
     if 'pr' in metrics:
         p, r = precision_recall(ref.features, feats['pool'], k=pr_k)
         out[metric_name('precision', n)], out[metric_name('recall', n)] = p, r
+    if 'fid_inf' in metrics:
+        sizes = check_fid_inf(metrics, n, fid_inf_points)
+        r = fid_infinity(feats['pool'], (ref.mu, ref.sigma), ns=sizes)
+        out[metric_name('FID_inf', n)], out[metric_name('FID_inf_err', n)] = r.fid_inf, r.fit_error
+        out[metric_name('FID_inf_slope', n)] = r.slope
+        out['FID_inf_ns'] = [int(v) for v in r.ns]
+        out['FID_inf_fids'] = [float(v) for v in r.fids[:, 0]]
     if 'is' in metrics:
         splits = min(is_splits, n)
         mean, std = inception_score_from_features(feats['pool'], head, splits)

@@ -1,6 +1,8 @@
 """pdlib.metrics beyond one FID: FID∞ against a closed-form Fréchet distance, KID's unbiasedness,
-and the Inception Score through a logits head read from safetensors."""
+the Inception Score through a logits head read from safetensors, and FID∞ through evaluate() and
+evaluate_checkpoint (with a stand-in feature net)."""
 
+import json
 import math
 
 import numpy as np
@@ -289,7 +291,8 @@ class PixelNet:
 
     def extract(self, images, batch_size=50, kinds=('pool',)):
         self.calls += 1
-        flat = torch.as_tensor(images).flatten(1).double().numpy()
+        x = torch.cat(list(images)) if isinstance(images, list) else torch.as_tensor(images)
+        flat = x.flatten(1).double().numpy()                          # a list: batches
         out = {'pool': flat.astype(np.float32), 'spatial': flat[:, :5].astype(np.float32)}
         return {k: out[k] for k in kinds}
 
@@ -339,3 +342,109 @@ def test_inception_features_with_head_gives_logits(tmp_path):
     assert out['logits'].shape == (2, 7)
     expected = metrics.as_logits_head(head).logits(out['pool']).numpy()
     np.testing.assert_allclose(out['logits'], expected, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate(..., metrics=('fid_inf',)) and evaluate_checkpoint(metrics=[..., 'fid_inf'])
+
+FID_INF_KEYS = ('FID_inf@{}', 'FID_inf_err@{}', 'FID_inf_slope@{}')
+
+
+def _fid_inf_case(seed=4):
+    """[200, 2, 4, 4] samples (32-d PixelNet features), shrunk and shifted from the uniform
+    reference images of pixel_data, so that FID > 0 and FID_N visibly falls with N."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(200, 2, 4, 4, generator=g) * 2 - 1) * 0.8 + 0.1
+
+
+def test_evaluate_fid_inf_is_fid_infinity_of_the_features(tmp_path, pixel_data):
+    samples, net = _fid_inf_case(), PixelNet()
+    out = evaluate(samples, 'toy', 4, 300, metrics=('fid_inf',), cache_dir=tmp_path,
+                   feature_net=net)
+    ref = metrics.reference_stats('toy', 4, 300, cache_dir=tmp_path, feature_net=net)
+    feats = samples.flatten(1).double().numpy().astype(np.float32)          # what PixelNet returns
+    expected = fid_infinity(feats, (ref.mu, ref.sigma))                      # the reference
+    got = [out[k.format(200)] for k in FID_INF_KEYS]
+    assert got == pytest.approx([expected.fid_inf, expected.fit_error, expected.slope], rel=1e-12)
+    assert out['FID_inf_ns'] == expected.ns.tolist() == fid_infinity_sizes(200).tolist()
+    assert out['FID_inf_fids'] == pytest.approx(expected.fids[:, 0].tolist(), rel=1e-12)
+    assert all(type(v) is int for v in out['FID_inf_ns'])
+    assert all(type(v) is float for v in out['FID_inf_fids'])
+    # the points redraw the line: its intercept and slope
+    slope, intercept = np.polyfit(1 / np.array(out['FID_inf_ns']), out['FID_inf_fids'], 1)
+    assert (intercept, slope) == pytest.approx((out['FID_inf@200'], out['FID_inf_slope@200']),
+                                               rel=1e-8)
+    assert 'FID@200' not in out and out['n_samples'] == 200                 # 'fid' not asked for
+    json.dumps(out, allow_nan=False)                                          # strict JSON
+    both = evaluate(samples, 'toy', 4, 300, metrics=('fid', 'fid_inf'), cache_dir=tmp_path,
+                    feature_net=net, fid_inf_points=5)
+    assert len(both['FID_inf_ns']) == 5 and both['FID_inf_ns'][-1] == 200
+    assert both['FID_inf_slope@200'] > 0 and both['FID_inf@200'] < both['FID@200']   # bias ~ k/N
+
+
+def test_evaluate_fid_inf_refuses_too_few_samples(tmp_path, pixel_data):
+    net = PixelNet()
+    three = _fid_inf_case()[:3]
+    with pytest.raises(ValueError, match=r"^metrics=\('fid', 'fid_inf'\) with n=3 samples: "
+                                         r".*allowed are n >= 4 samples") as e:
+        evaluate(three, 'toy', 4, 8, metrics=('fid', 'fid_inf'), cache_dir=tmp_path,
+                 feature_net=net)
+    assert '\n' not in str(e.value) and net.calls == 0                      # before any forward
+    with pytest.raises(ValueError, match=r'^fid_inf_points=2: must be an integer >= 3'):
+        evaluate(_fid_inf_case(), 'toy', 4, 8, metrics=('fid_inf',), cache_dir=tmp_path,
+                 feature_net=net, fid_inf_points=2)
+    assert net.calls == 0
+    with pytest.raises(ValueError, match=r"^metrics=\('fid_inf',\) with n=3 samples"):  # batches:
+        evaluate([three[:2], three[2:]], 'toy', 4, 8, metrics=('fid_inf',),         # N known late
+                 cache_dir=tmp_path, feature_net=net)
+    out = evaluate(_fid_inf_case()[:4], 'toy', 4, 8, metrics=('fid_inf',), cache_dir=tmp_path,
+                   feature_net=net)
+    assert out['FID_inf_ns'] == [2, 3, 4] and math.isfinite(out['FID_inf_err@4'])
+    evaluate(three, 'toy', 4, 8, metrics=('fid',), cache_dir=tmp_path, feature_net=net,
+             fid_inf_points=2)                                                # not asked: unchecked
+
+
+def _untrained_tiny_method():
+    """A tiny EDM method on 1 x 8 x 8 'digits', built from its config alone (no training)."""
+    import dataclasses
+
+    from pdlib.methods import build_method
+    from pdlib.train import TrainConfig
+    cfg = TrainConfig.flat(dataset='digits', resolution=8, preset='tiny', device='cpu')
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, img_channels=1, num_classes=None))
+    torch.manual_seed(0)
+    return build_method(cfg)
+
+
+def test_evaluate_checkpoint_writes_fid_inf_to_the_json(tmp_path, monkeypatch):
+    from pdlib import evaluation as E
+
+    def load(name, resolution, n, seed, split):                              # 1-channel reference
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(n, 1, resolution, resolution, generator=g) * 2 - 1
+    monkeypatch.setattr(metrics, '_load_real_images', load)
+    monkeypatch.setattr(metrics, 'InceptionFeatures', PixelNet)              # pool = the 64 pixels
+    monkeypatch.setenv('PDLIB_DATA', str(tmp_path / 'data'))                 # reference cache
+    method, out = _untrained_tiny_method(), tmp_path / 'eval.json'
+    result, images = E.evaluate_checkpoint('untrained.pt', method=method, n_samples=24, n_ref=50,
+                                           steps=2, metrics=['fid', 'fid_inf'], progress=False,
+                                           out_json=out)
+    written = json.loads(out.read_text())
+    ref = metrics.reference_stats('digits', 8, 50, feature_net=PixelNet())   # the cached file
+    feats = images.flatten(1).double().numpy().astype(np.float32)
+    expected = fid_infinity(feats, (ref.mu, ref.sigma))
+    assert [written[k.format(24)] for k in FID_INF_KEYS] == pytest.approx(
+        [expected.fid_inf, expected.fit_error, expected.slope], rel=1e-12)
+    assert written['FID_inf_ns'] == expected.ns.tolist() == fid_infinity_sizes(24).tolist()
+    assert len(written['FID_inf_fids']) == len(written['FID_inf_ns'])
+    assert 'FID@24' in written and written == json.loads(json.dumps(result))
+    # too few samples: one line naming metrics and n, before sampling (method given or not)
+    sampled = []
+    monkeypatch.setattr(E, 'generate', lambda *a, **k: sampled.append(1))
+    with pytest.raises(ValueError, match=r"^metrics=\('fid_inf',\) with n=3 samples") as e:
+        E.evaluate_checkpoint('untrained.pt', method=method, n_samples=3, metrics=['fid_inf'],
+                              progress=False)
+    assert '\n' not in str(e.value)
+    with pytest.raises(ValueError, match=r"^metrics=\('kid', 'fid_inf'\) with n=2 samples"):
+        E.prepare_evaluation(str(tmp_path / 'missing.pt'), n_samples=2, metrics=['kid', 'fid_inf'])
+    assert not sampled
