@@ -132,7 +132,7 @@ def test_each_chapter_opens_with_its_goals_and_claim_and_ends_with_verdicts_and_
     cells = _cells(path)
     md = [_text(c) for c in cells if c["cell_type"] == "markdown"]
     assert "What you'll learn" in md[0], f"{path.name}: the first cell has no 'What you'll learn'"
-    assert re.search(r"\*\*The (?:paper's )?claims?\b", md[0]), f"{path.name}: the first cell states no claim"
+    assert re.search(r"\*\*The (?:paper's |papers' )?claims?\b", md[0]), f"{path.name}: the first cell states no claim"
     headings = [line for text in md for line in text.splitlines() if line.startswith("## ")]
     assert any("Verdict" in h or "claims at this scale" in h for h in headings), headings
     exercises = [i for i, t in enumerate(md) if re.search(r"\{admonition\}\s*Exercise", t)]

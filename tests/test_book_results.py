@@ -17,7 +17,8 @@ NOTEBOOKS = [REPO_ROOT / "notebooks" / "03_patched_unet.ipynb", REPO_ROOT / "boo
              REPO_ROOT / "notebooks" / "04_patch_diffusion.ipynb",
              REPO_ROOT / "notebooks" / "05_patch_by_patch.ipynb",
              REPO_ROOT / "notebooks" / "06_fixed_point_dit.ipynb",
-             REPO_ROOT / "notebooks" / "07_relay.ipynb"]
+             REPO_ROOT / "notebooks" / "07_relay.ipynb",
+             REPO_ROOT / "notebooks" / "08_measuring_quality.ipynb"]
 MAX_LINE = 80
 ABSOLUTE = re.compile(r"/(work|root|home|tmp)/")
 BASE64 = re.compile(r"data:[a-z]+/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]+")

@@ -233,7 +233,7 @@ def seam_verdict(real: dict, seamed: dict, z: float = KID_Z) -> Verdict:
     moved = seamed["KID_straddle"] - real["KID_straddle"] > z * se_str
     rule = (f"stitched − real KID: inner crops within {z:g} s.e., straddling crops above "
             f"{z:g} s.e.")
-    text = (f"KID straddling {seamed['KID_straddle']:.3f} against {real['KID_straddle']:.3f}, "
+    text = (f"KID straddling {seamed['KID_straddle']:.4f} against {real['KID_straddle']:.4f}, "
             f"inner {seamed['KID_inner']:.4f} against {real['KID_inner']:.4f}")
     word = "held" if same_inner and moved else "partly" if moved else "did not hold"
     return Verdict(word, text, rule)
@@ -246,8 +246,8 @@ def ranking_verdict(a: dict, b: dict, labels=("A", "B")) -> Verdict:
     gap = abs(a["fid_inf"] - b["fid_inf"])
     err = float(np.hypot(a["fit_error"], b["fit_error"]))
     rule = "same order under FID@1k and FID∞, and the FID∞ gap above 2 fit errors"
-    text = (f"FID@1k {a['fid_1k']:.1f} {by_1k} {b['fid_1k']:.1f}; FID∞ {a['fid_inf']:.1f} "
-            f"{by_inf} {b['fid_inf']:.1f} ({labels[0]} against {labels[1]})")
+    text = (f"{labels[0]} against {labels[1]}: FID@1k {a['fid_1k']:.1f} {by_1k} "
+            f"{b['fid_1k']:.1f}, FID∞ {a['fid_inf']:.1f} {by_inf} {b['fid_inf']:.1f}")
     if by_1k != by_inf:
         return Verdict("did not hold", text, rule)
     return Verdict("held" if gap > 2 * err else "inconclusive", text, rule)
