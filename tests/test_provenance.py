@@ -406,3 +406,31 @@ def test_results_readme_commands_write_into_folders_that_exist():
     bad = {r.relative_to(ROOT).as_posix(): b for r in readmes
            if (b := unwritable_papermill_outputs(r.read_text(), tracked))}
     assert not bad, bad
+
+
+def test_provenance_summary_counts_recorded_files_per_folder(tmp_path, monkeypatch):
+    def prov(sha, dirty):
+        return P.provenance({}, 0, argv=[], git=dict(revision=sha * 40, dirty=dirty,
+                                                      changed_files=int(dirty), changed=[]),
+                            threads=1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x.json").write_text(json.dumps({"method": "edm", "provenance": prov("1", False)}))
+    (a / "y.json").write_text(json.dumps({"method": "edm", "provenance": prov("2", True)}))
+    (b / "old.json").write_text(json.dumps({"method": "edm"}))
+    monkeypatch.setattr(R, "_added_in", lambda: {"b/old.json": "abcdef0", "a/x.json": "9999999"})
+    t = R.provenance_summary_table([a, b])
+    assert t.values["files"] == {"a": 2, "b": 1} and t.values["recorded"] == {"a": 2, "b": 0}
+    assert t.values["revisions"] == {"a": ["1111111", "2222222"], "b": []}
+    assert t.values["added_in"] == {"a": [], "b": ["abcdef0"]}   # only files without a record
+    ra, rb = t.rows
+    assert ra[2:4] == ["2 of 2", "`1111111`, `2222222` (+dirty)"] and ra[5] == "—"
+    assert rb[2:6] == ["0 of 1", "—", "—", "`abcdef0`"]
+
+
+def test_added_in_reads_this_checkout_history():
+    added = R._added_in()
+    if not (ROOT / ".git").exists():
+        assert added == {}
+        return
+    assert added.get("baseline/eval.json") and all(len(s) >= 7 for s in added.values())

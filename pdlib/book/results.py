@@ -32,7 +32,8 @@ __all__ = [
     "equal_time_table", "weighting_table", "split_table", "guidance_table", "respacing_table",
     "learned_variance_table", "full_runs_table", "patching_benchmark_table",
     "patching_claim_table", "benchmark_targets_table", "loss_curve_table",
-    "baseline_config_table", "baseline_metrics_table", "provenance_table", "NOT_RECORDED",
+    "baseline_config_table", "baseline_metrics_table", "provenance_table", "provenance_summary_table",
+    "results_folders", "NOT_RECORDED",
     "recognisable", "ranking", "cost_verdict", "equal_time_verdict", "ranking_only_verdict",
     "weighting_verdict", "split_verdict", "guidance_verdict", "fidelity_verdict", "rms_verdict",
     "respacing_verdict", "learned_variance_verdict", "claims_table", "glue_values",
@@ -439,9 +440,72 @@ def provenance_table(folder="baseline") -> Table:
             v["revision"][name] = None if git is None else git.get("revision")
             v["dirty"][name] = None if git is None else git.get("dirty")
             v["what"][name] = what
+            v.setdefault("folder", {})[name] = Path(fo).name
+            v.setdefault("date", {})[name] = _when(prov)
             rows.append([name, what, revision, dirty, _when(prov), _machine_cell(prov.get("machine"))])
     header = ["file", "what", "git revision", "dirty", "date", "machine (CPU, threads)"]
     return Table(header, rows, v)
+
+
+def results_folders() -> list[str]:
+    """The folders of results/ (sorted), each a results folder of provenance_table."""
+    return sorted(p.name for p in (REPO_ROOT / "results").iterdir() if p.is_dir())
+
+
+def _added_in() -> dict[str, str]:
+    """{path under results/: short sha of the commit that added it} from git history ({} without
+    a git checkout): for files written before results carried their provenance, the latest
+    revision their code can be from."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "log", "--diff-filter=A", "--name-only", "--format=@%h",
+                              "--", "results"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    added, sha = {}, None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            sha = line[1:]
+        elif line.strip() and sha:
+            added.setdefault(line.strip()[len("results/"):], sha)   # newest first: the file's add
+    return added
+
+
+def provenance_summary_table(folders=None) -> Table:
+    """One row per results folder (all of results/ by default): how many of its JSON files
+    record their git state, the git revisions they name (short; "+dirty" when any was written
+    from a changed tree), the range of dates they ended (of every file that records one), and,
+    for files without a git state, the commits that added them. ``values``: ``files`` and
+    ``recorded`` ({folder: count}), ``revisions`` ({folder: sorted short shas})."""
+    folders = results_folders() if folders is None else list(folders)
+    full = provenance_table(folders) if folders else Table([], [], {})
+    v = full.values
+    added = _added_in()
+    rows, out = [], dict(files={}, recorded={}, revisions={}, added_in={})
+    for fo in folders:
+        fo = Path(fo).name
+        names = [n for n, f in v.get("folder", {}).items() if f == fo]
+        rec = [n for n in names if v["recorded"][n]]
+        shas = sorted({v["revision"][n][:7] for n in rec if v["revision"][n]})
+        dirty = any(v["dirty"][n] for n in rec)
+        dates = sorted(v["date"][n] for n in names if v["date"][n] != NOT_RECORDED)
+        stems = {n.split("/")[-1].removesuffix(" (training)") for n in names if n not in rec}
+        old = list(dict.fromkeys(    # newest first, as git log lists them
+            sha for path, sha in added.items() if path.startswith(f"{fo}/")
+            and Path(path).name.removesuffix(".json").removesuffix(".provenance") in stems))
+        out["files"][fo], out["recorded"][fo], out["revisions"][fo] = len(names), len(rec), shas
+        out["added_in"][fo] = old
+        rows.append([f"`{fo}/`", len(names), f"{len(rec)} of {len(names)}",
+                     ", ".join(f"`{s}`" for s in shas) + (" (+dirty)" if dirty else "") or "—",
+                     (dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}")
+                     if dates else "—",
+                     (", ".join(f"`{s}`" for s in old[:3]) + (f" and {len(old) - 3} more"
+                                                          if len(old) > 3 else "")) or "—"])
+    header = ["folder", "JSON files", "provenance recorded", "git revisions", "ended",
+              "not recorded: committed in"]
+    return Table(header, rows, out)
 
 
 # --- benchmarks ---------------------------------------------------------------------------------
