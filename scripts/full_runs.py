@@ -43,9 +43,13 @@ def training_provenance(folder: Path, job: dict, git: dict, started: float, ende
     return prov
 
 
+FID_INF_MIN = 100        # evaluations of at least this many samples also report FID∞ (chapter 8)
+
+
 def notebook_runner(runs: Path, out: Path, wait_minutes: float = 0) -> Callable[[dict], None]:
     """run(job): a 'train' job (params of TrainConfig.flat) or an 'evaluate' job (params of the
-    evaluate notebook; its `run`, one name or a list, must be trained, or finish training within
+    evaluate notebook, with fid_inf=True unless the job says otherwise or has fewer than
+    FID_INF_MIN samples; its `run`, one name or a list, must be trained, or finish training within
     wait_minutes: another chain may be training it) through papermill, one thread, its executed
     notebook and log in runs/NAME.KIND.*; a finished training copies its config and metrics log
     into `out`, writes its provenance (training_provenance) to `out`/NAME.provenance.json, and
@@ -60,6 +64,8 @@ def notebook_runner(runs: Path, out: Path, wait_minutes: float = 0) -> Callable[
         if kind == "train":
             params["extra"] = {k: params.pop(k) for k in list(params) if k not in TRAIN_PARAMS}
         else:
+            if params.get("n_samples", 1000) >= FID_INF_MIN:
+                params.setdefault("fid_inf", True)    # FID∞ beside FID@N in every full run
             for r in ([job["run"]] if isinstance(job["run"], str) else job["run"]):
                 deadline = time.time() + 60 * wait_minutes
                 if not (runs / r / "done.json").is_file() and wait_minutes:

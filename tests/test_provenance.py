@@ -434,3 +434,31 @@ def test_added_in_reads_this_checkout_history():
         assert added == {}
         return
     assert added.get("baseline/eval.json") and all(len(s) >= 7 for s in added.values())
+
+
+def test_full_runs_evaluations_report_fid_infinity(tmp_path, monkeypatch):
+    """Every later full run reports FID∞ beside FID@N: an evaluate job gets fid_inf=True unless it
+    says otherwise or has too few samples for the fit."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import full_runs
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    seen = []
+
+    def fake_papermill(cmd, **kw):
+        if Path(cmd[0]).name != "papermill":
+            return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+        seen.append(json.loads(cmd[cmd.index("-y") + 1]))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(full_runs.subprocess, "run", fake_papermill)
+    monkeypatch.setattr(full_runs, "git_state", lambda root: {})
+    runs = tmp_path / "runs"
+    (runs / "r").mkdir(parents=True)
+    (runs / "r" / "done.json").write_text("{}")
+    run = full_runs.notebook_runner(runs, tmp_path / "out")
+    for params in (dict(n_samples=1000), dict(n_samples=1000, fid_inf=False),
+                   dict(n_samples=full_runs.FID_INF_MIN - 1)):
+        run(dict(name="e", kind="evaluate", run="r", params=params))
+    assert [p.get("fid_inf") for p in seen] == [True, False, None]
