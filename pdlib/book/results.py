@@ -839,9 +839,11 @@ def learned_variance_verdict(learned: float, fixed: float, recall: dict[str, flo
 
 
 def claims_table(claims: list[Claim]) -> Table:
-    """The claims table: claim, measurement, the rule with its thresholds, the verdict."""
+    """The claims table: claim, measurement, the rule with its thresholds, the verdict (with its
+    reason, unless the measurement already says it)."""
     rows = [[c.claim, c.measurement, c.verdict.rule, f"**{c.verdict.word}**"
-             + (f": {c.verdict.reason}" if c.verdict.reason else "")] for c in claims]
+             + (f": {c.verdict.reason}" if c.verdict.reason
+                and c.verdict.reason not in c.measurement else "")] for c in claims]
     return Table(["claim", "our measurement", "rule", "verdict"], rows,
                  dict(verdicts={c.claim: c.verdict.word for c in claims}))
 
