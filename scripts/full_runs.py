@@ -12,7 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -103,11 +105,18 @@ def done(job: dict) -> bool:
     return Path(job["params"]["out_json"]).is_file()
 
 
+_JOB_LOCKS: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
 def run_chain(chain: list[dict], done: Callable, run: Callable) -> str | None:
+    """Run a chain's jobs in order, skipping those done. A job that is in two chains (a training
+    that several evaluations need) runs once: the second chain waits for the first to finish it,
+    then finds it done."""
     try:
         for job in chain:
-            if not done(job):
-                run(job)
+            with _JOB_LOCKS[(job["kind"], job["name"])]:
+                if not done(job):
+                    run(job)
     except Exception as e:                                   # report, let the other chains go on
         print(f"FAILED: {e}", flush=True)
         return str(e)

@@ -462,3 +462,30 @@ def test_full_runs_evaluations_report_fid_infinity(tmp_path, monkeypatch):
                    dict(n_samples=full_runs.FID_INF_MIN - 1)):
         run(dict(name="e", kind="evaluate", run="r", params=params))
     assert [p.get("fid_inf") for p in seen] == [True, False, None]
+
+
+def test_full_runs_a_job_in_two_chains_runs_once():
+    """A training in two chains run at once (scripts/run_ch05_full.py --only n1-s0 with two
+    workers) starts once; the other chain waits for it and finds it done."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import full_runs
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    import threading
+    import time as _time
+    finished, started, lock = set(), [], threading.Lock()
+
+    def run(job):
+        with lock:
+            started.append((job["kind"], job["name"]))
+        _time.sleep(0.2)
+        finished.add(job["name"])
+
+    train = dict(kind="train", name="n1-s0")
+    chains = [[train, dict(kind="evaluate", name="n1-s0")], [train, dict(kind="evaluate", name="k")]]
+    with full_runs.ThreadPoolExecutor(2) as pool:
+        errors = list(pool.map(lambda c: full_runs.run_chain(
+            c, lambda j: j["name"] in finished and j["kind"] == "train", run), chains))
+    assert errors == [None, None]
+    assert sorted(started) == [("evaluate", "k"), ("evaluate", "n1-s0"), ("train", "n1-s0")]
