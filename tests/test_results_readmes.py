@@ -491,6 +491,17 @@ def check_program(cmd: Command) -> list[str]:
                                         f"variable {var} the README sets")
         elif _module_file(target[1]) is None:
             problems.append(f"{cmd.where}: the module {target[1]} is not in the repository")
+    elif prog == "bash":
+        script = cmd.argv[1] if len(cmd.argv) > 1 else ""
+        if not re.fullmatch(r"scripts/[\w.-]+\.sh", _norm(script)) or _norm(script) not in CLONE_FILES:
+            problems.append(f"{cmd.where}: `bash {script}`: the READMEs run bash only on a script "
+                            "scripts/*.sh of the repository")
+        else:
+            src = (ROOT / _norm(script)).read_text()
+            for var in cmd.env:
+                if var not in THREAD_VARS and not re.search(rf"\$\{{?{var}\b", src):
+                    problems.append(f"{cmd.where}: {script} does not read the environment "
+                                    f"variable {var} the README sets")
     elif prog in ("mkdir", "cp"):
         if shutil.which(prog) is None:
             problems.append(f"{cmd.where}: `{prog}` is not installed")
@@ -864,6 +875,20 @@ QUICK = {
         expect=["runs/ch03_full/cc-s0/done.json", "runs/ch03_full/cc-s0/latest.pt",
                 "results/ch03_full/cc-s0.config.json", "results/ch03_full/cc-s0.metrics.jsonl",
                 "results/ch03_full/cc-s0.provenance.json"]),
+    "ch04_full": Quick(
+        "STEPS=4 (a checkpoint every step), the first training only: --only rp1-s0 also names "
+        "that run's evaluation, so the chains are cut to their training jobs",
+        env={"STEPS": "4", "WORKERS": "1"}, append=["--only", "rp1-s0"], train_only=True,
+        list_first=True,
+        expect=["runs/ch04_full/rp1-s0/done.json", "runs/ch04_full/rp1-s0/latest.pt",
+                "results/ch04_full/rp1-s0.config.json", "results/ch04_full/rp1-s0.metrics.jsonl",
+                "results/ch04_full/rp1-s0.provenance.json"]),
+    "patching_equal_time": Quick(
+        "P = 8 only, MINUTES=0.02 of training, 4 samples of 2 DDIM steps against 4 reference images",
+        env={"MINUTES": "0.02", "N_SAMPLES": "4", "STEPS": "2", "N_REF": "4"}, append=["all", "8"],
+        expect=["results/patching_equal_time/P8.json", "results/patching_equal_time/P8.png",
+                "results/patching_equal_time/P8.config.json",
+                "results/patching_equal_time/P8.metrics.jsonl", "runs/patching_equal_time/P8/latest.pt"]),
     "ch05_full": Quick(
         "STEPS=2, its first training only: --only n1-s0 also names that run's evaluation, so the "
         "chains are cut to their training jobs; WORKERS=1, because n1-s0's training is in two chains "
