@@ -410,9 +410,10 @@ def provenance_table(folder="baseline") -> Table:
     training run's ``NAME.provenance.json`` is its own row; files written before results carried
     their provenance say NOT_RECORDED. ``values``: ``recorded`` ({row name: whether a git state
     is recorded}), ``revision`` ({row name: full sha or None}), ``dirty`` ({row name: True, False
-    or None}), ``what`` ({row name: 'evaluation', 'training', 'benchmark' or '—'})."""
+    or None}), ``what`` ({row name: 'evaluation', 'training', 'benchmark' or '—'}), ``folder``
+    ({row name: its results folder}) and ``date`` ({row name: the date cell})."""
     folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
-    rows, v = [], dict(recorded={}, revision={}, dirty={}, what={})
+    rows, v = [], dict(recorded={}, revision={}, dirty={}, what={}, folder={}, date={})
     for fo in folders:
         d = _dir(fo)
         if not d.is_dir():
@@ -439,10 +440,9 @@ def provenance_table(folder="baseline") -> Table:
             v["recorded"][name] = git is not None
             v["revision"][name] = None if git is None else git.get("revision")
             v["dirty"][name] = None if git is None else git.get("dirty")
-            v["what"][name] = what
-            v.setdefault("folder", {})[name] = Path(fo).name
-            v.setdefault("date", {})[name] = _when(prov)
-            rows.append([name, what, revision, dirty, _when(prov), _machine_cell(prov.get("machine"))])
+            v["what"][name], v["folder"][name] = what, Path(fo).name
+            v["date"][name] = when = _when(prov)
+            rows.append([name, what, revision, dirty, when, _machine_cell(prov.get("machine"))])
     header = ["file", "what", "git revision", "dirty", "date", "machine (CPU, threads)"]
     return Table(header, rows, v)
 
@@ -480,13 +480,12 @@ def provenance_summary_table(folders=None) -> Table:
     for files without a git state, the commits that added them. ``values``: ``files`` and
     ``recorded`` ({folder: count}), ``revisions`` ({folder: sorted short shas})."""
     folders = results_folders() if folders is None else list(folders)
-    full = provenance_table(folders) if folders else Table([], [], {})
-    v = full.values
+    v = provenance_table(folders).values
     added = _added_in()
     rows, out = [], dict(files={}, recorded={}, revisions={}, added_in={})
     for fo in folders:
         fo = Path(fo).name
-        names = [n for n, f in v.get("folder", {}).items() if f == fo]
+        names = [n for n, f in v["folder"].items() if f == fo]
         rec = [n for n in names if v["recorded"][n]]
         shas = sorted({v["revision"][n][:7] for n in rec if v["revision"][n]})
         dirty = any(v["dirty"][n] for n in rec)
